@@ -1,0 +1,35 @@
+"""The ``deepgaze-jax`` command line: predict, evaluate, plot, serve.
+
+Each subcommand lives in the module that implements it, which exposes
+``add_parser(subparsers)``; the parser's ``func(args) -> int`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "predict": "deepgaze_jax.predict_cli",
+    "evaluate": "deepgaze_jax.evaluate",
+    "plot": "deepgaze_jax.plotting",
+    "serve": "deepgaze_jax.serve",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deepgaze-jax", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module in COMMANDS.values():
+        importlib.import_module(module).add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
