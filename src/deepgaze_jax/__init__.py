@@ -1,0 +1,29 @@
+"""deepgaze-jax: DeepGaze II (Kümmerer, Wallis & Bethge 2016) in JAX/Flax.
+
+    >>> import deepgaze_jax as dg
+    >>> model = dg.load_model()                       # bundled MIT1003 model
+    >>> log_density = dg.predict_density(model, "photo.jpg")   # (H, W) nats, logsumexp 0
+    >>> x, y = dg.sample_fixations(log_density, 10, jax.random.PRNGKey(0))
+"""
+
+from deepgaze_jax.model import (
+    DeepGazeParams,
+    ModelConfig,
+    init_params,
+    load_model,
+    mixture,
+    save_model,
+)
+from deepgaze_jax.predict import predict_density, sample_fixations
+
+__all__ = [
+    "DeepGazeParams",
+    "ModelConfig",
+    "init_params",
+    "load_model",
+    "mixture",
+    "predict_density",
+    "sample_fixations",
+    "save_model",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,82 @@
+"""The finalizer (paper, section 2.2): blur, centre bias, softmax.
+
+Given the readout's saliency ``s`` on the density grid (cells of ``cell`` x
+``cell`` working pixels), the model's log density over cells is
+
+    log p = log_softmax( G_sigma * s  +  alpha * log c )          (paper, eq. 1)
+
+with ``G_sigma`` a Gaussian of learnable width sigma (working pixels),
+``log c`` the log centre-bias density on the same grid, and ``alpha`` a learnable
+centre-bias weight (initialised to 1, as in the authors' implementation). The
+blur is separable with a fixed maximum radius (``3 * max_sigma``) so its shape is
+static under jit; edges are padded by replication (each output is a weighted
+average of inputs, as scipy's ``mode="nearest"``).
+
+Exact upsampling: if a normalised density p over cells is upsampled to pixels
+by repeating each cell's value over its ``cell**2`` pixels, then
+``p_pixel = p_cell / cell**2`` is again normalised, i.e.
+``log p_pixel = log p_cell - 2 log(cell)`` (`expand_to_pixels`). Training and
+evaluation use that identity and never materialise the pixel grid.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def gaussian_kernel(sigma: jnp.ndarray, radius: int) -> jnp.ndarray:
+    """(2 * radius + 1,) normalised Gaussian taps; ``sigma`` in grid cells (traced OK)."""
+    offsets = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+    logits = -0.5 * (offsets / sigma) ** 2
+    return jax.nn.softmax(logits)
+
+
+def blur_matrix(size: int, sigma: jnp.ndarray, radius: int) -> jnp.ndarray:
+    """(size, size) matrix applying a 1-D Gaussian blur with edge replication.
+
+    Row i holds the kernel taps of output i; taps that fall off the edge are added
+    to the edge entry (replication padding), so every row sums to 1.
+    """
+    kernel = gaussian_kernel(sigma, radius)
+    offsets = jnp.arange(-radius, radius + 1)
+    source = jnp.clip(jnp.arange(size)[:, None] + offsets[None, :], 0, size - 1)
+    return jnp.einsum("k,ikj->ij", kernel, jax.nn.one_hot(source, size, dtype=kernel.dtype))
+
+
+def blur(x: jnp.ndarray, sigma: jnp.ndarray, radius: int) -> jnp.ndarray:
+    """Separable Gaussian blur of (B, H, W) maps (sigma in cells) as two small matmuls."""
+    rows = blur_matrix(x.shape[-2], sigma, radius)
+    cols = blur_matrix(x.shape[-1], sigma, radius)
+    return jnp.einsum("ih,bhw,jw->bij", rows, x, cols)
+
+
+def log_softmax_2d(x: jnp.ndarray) -> jnp.ndarray:
+    """Normalises (B, H, W) log values over H and W: logsumexp of each map becomes 0."""
+    return x - jax.nn.logsumexp(x, axis=(-2, -1), keepdims=True)
+
+
+def expand_to_pixels(log_density: jnp.ndarray, cell: int) -> jnp.ndarray:
+    """(..., H, W) log density over cells -> (..., H*cell, W*cell) over pixels, exactly normalised."""
+    up = jnp.repeat(jnp.repeat(log_density, cell, axis=-2), cell, axis=-1)
+    return up - 2.0 * math.log(cell)
+
+
+class Finalizer(nn.Module):
+    """(B, H, W) saliency and log centre bias on the density grid -> (B, H, W) log density (nats)."""
+
+    cell: int
+    init_sigma: float = 16.0
+    max_sigma: float = 64.0
+
+    @nn.compact
+    def __call__(self, saliency: jnp.ndarray, log_centerbias: jnp.ndarray) -> jnp.ndarray:
+        log_sigma = self.param("log_sigma", lambda _: jnp.asarray(math.log(self.init_sigma), jnp.float32))
+        alpha = self.param("center_bias_weight", lambda _: jnp.asarray(1.0, jnp.float32))
+        sigma_cells = jnp.clip(jnp.exp(log_sigma), 0.5, self.max_sigma) / self.cell
+        radius = math.ceil(3 * self.max_sigma / self.cell)
+        smoothed = blur(saliency, sigma_cells, radius)
+        return log_softmax_2d(smoothed + alpha * log_centerbias)

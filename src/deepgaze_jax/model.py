@@ -1,0 +1,257 @@
+"""DeepGaze II end to end: backbone taps -> feature grid -> readout -> finalizer.
+
+Shapes, for a working image of h x w pixels (see `images.working_size`):
+  backbone taps        (B, h / s_t, w / s_t, C_t) for each tap t (stride s_t)
+  feature grid         (B, h / 16, w / 16, sum C_t)  taps resized to the finest tap
+  readout saliency     (B, h / 16, w / 16)
+  density grid         (B, h / cell, w / cell)   saliency upsampled bilinearly,
+                       blurred, centre bias added, log-softmax (finalizer)
+  pixels               (B, h, w) by exact nearest upsampling (`finalizer.expand_to_pixels`)
+
+A model is a `DeepGazeParams` pytree: the frozen backbone weights, the Flax
+variables of the head (readout + finalizer) stacked along a leading *mixture*
+axis of M components, and an optional centre-bias template. With M > 1 the
+components are averaged in probability space, like the paper's ensemble of the
+ten crossvalidation models:  p(x) = (1/M) sum_m p_m(x).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from deepgaze_jax.backbones import Backbone, get_backbone
+from deepgaze_jax.finalizer import Finalizer, log_softmax_2d
+from deepgaze_jax.readout import PAPER_FEATURES, Readout
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything that fixes a model's architecture (hashable: a static jit argument).
+
+    Attributes:
+      backbone: registry name (`backbones.BACKBONES`).
+      taps: backbone taps to read out; None takes the backbone's default taps.
+      readout_features: widths of the 1x1 layers, paper (16, 32, 2, 1); (1,) is linear.
+      long_side: longer side of the working space in pixels (paper: 1024 / 2 = 512).
+      cell: density-grid cell size in working pixels.
+      init_sigma, max_sigma: blur width at initialisation and its upper bound (working pixels).
+    """
+
+    backbone: str = "efficientnet_lite0"
+    taps: tuple[str, ...] | None = None
+    readout_features: tuple[int, ...] = PAPER_FEATURES
+    long_side: int = 512
+    cell: int = 4
+    init_sigma: float = 16.0
+    max_sigma: float = 64.0
+
+    def get_backbone(self) -> Backbone:
+        return get_backbone(self.backbone)
+
+    def resolved_taps(self) -> tuple[str, ...]:
+        return tuple(self.taps) if self.taps is not None else self.get_backbone().taps
+
+    def grid_stride(self) -> int:
+        """Stride of the feature grid: the finest of the chosen taps."""
+        strides = self.get_backbone().strides
+        return min(strides[t] for t in self.resolved_taps())
+
+    def num_channels(self) -> int:
+        channels = self.get_backbone().channels
+        return sum(channels[t] for t in self.resolved_taps())
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        raw = json.loads(text)
+        for key in ("taps", "readout_features"):
+            if raw.get(key) is not None:
+                raw[key] = tuple(raw[key])
+        return cls(**raw)
+
+
+class SaliencyHead(nn.Module):
+    """Readout + finalizer: (B, h, w, C) grid, (B, H, W) log centre bias -> (B, H, W) log density."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, grid: jnp.ndarray, log_centerbias: jnp.ndarray) -> jnp.ndarray:
+        saliency = Readout(self.config.readout_features, name="readout")(grid)
+        saliency = jax.image.resize(saliency, (saliency.shape[0], *log_centerbias.shape[-2:]), "linear")
+        finalizer = Finalizer(
+            cell=self.config.cell, init_sigma=self.config.init_sigma, max_sigma=self.config.max_sigma,
+            name="finalizer",
+        )
+        return finalizer(saliency, log_centerbias)
+
+
+@flax.struct.dataclass
+class DeepGazeParams:
+    """A complete model (a pytree; ``config`` is static).
+
+    Attributes:
+      backbone_weights: frozen backbone arrays (`Backbone.load_weights`).
+      head: Flax variables of `SaliencyHead` ({"params", "stats"}), every leaf with a
+        leading mixture axis of size M.
+      centerbias: (th, tw) log density over the unit square (resized to each image), or None
+        for a uniform prior.
+      config: the `ModelConfig`.
+    """
+
+    backbone_weights: Any
+    head: Any
+    centerbias: jnp.ndarray | None
+    config: ModelConfig = flax.struct.field(pytree_node=False)
+
+    @property
+    def num_components(self) -> int:
+        return int(jax.tree_util.tree_leaves(self.head)[0].shape[0])
+
+
+def feature_grid(config: ModelConfig, backbone_weights, images: jnp.ndarray) -> jnp.ndarray:
+    """(B, h, w, 3) 0..255 RGB working images -> (B, h / stride, w / stride, C) concatenated taps."""
+    backbone = config.get_backbone()
+    taps = config.resolved_taps()
+    feats = backbone.features(backbone_weights, images.astype(jnp.float32), taps)
+    stride = config.grid_stride()
+    b, h, w = images.shape[0], images.shape[1] // stride, images.shape[2] // stride
+    return jnp.concatenate(
+        [jax.image.resize(feats[t], (b, h, w, feats[t].shape[-1]), "linear") for t in taps], axis=-1
+    )
+
+
+def density_grid_shape(config: ModelConfig, working_shape: Sequence[int]) -> tuple[int, int]:
+    """(H, W) of the density grid for a working image of ``working_shape`` (h, w)."""
+    return working_shape[0] // config.cell, working_shape[1] // config.cell
+
+
+def centerbias_on_grid(template: jnp.ndarray | None, shape: Sequence[int]) -> jnp.ndarray:
+    """(th, tw) log density over the unit square -> (H, W) normalised log density on a grid.
+
+    The template is resampled bilinearly in log space and renormalised; None gives uniform.
+    """
+    if template is None:
+        return jnp.full(tuple(shape), -math.log(shape[0] * shape[1]), jnp.float32)
+    resized = jax.image.resize(jnp.asarray(template, jnp.float32), tuple(shape), "linear")
+    return log_softmax_2d(resized[None])[0]
+
+
+def head_log_density(config: ModelConfig, head, grid: jnp.ndarray, log_centerbias: jnp.ndarray) -> jnp.ndarray:
+    """Mixture of M heads (leading axis of ``head``) -> (B, H, W) log density on the density grid."""
+    per_component = jax.vmap(lambda v: SaliencyHead(config).apply(v, grid, log_centerbias))(head)
+    return jax.nn.logsumexp(per_component, axis=0) - math.log(per_component.shape[0])
+
+
+@jax.jit
+def log_density_grid(params: DeepGazeParams, images: jnp.ndarray, log_centerbias: jnp.ndarray) -> jnp.ndarray:
+    """(B, h, w, 3) working images, (B, H, W) log centre bias -> (B, H, W) log density over cells."""
+    grid = feature_grid(params.config, params.backbone_weights, images)
+    return head_log_density(params.config, params.head, grid, log_centerbias)
+
+
+def init_head(config: ModelConfig, key: jax.Array, num_components: int = 1):
+    """Fresh head variables with a leading mixture axis of ``num_components``."""
+    grid = jnp.zeros((1, 2, 2, config.num_channels()), jnp.float32)
+    log_cb = jnp.zeros((1, 2 * config.grid_stride() // config.cell,) * 2, jnp.float32)
+    keys = jax.random.split(key, num_components)
+    return jax.vmap(lambda k: SaliencyHead(config).init(k, grid, log_cb))(keys)
+
+
+def init_params(
+    config: ModelConfig = ModelConfig(),
+    key: jax.Array | None = None,
+    backbone_weights=None,
+    centerbias: np.ndarray | None = None,
+    num_components: int = 1,
+) -> DeepGazeParams:
+    """An untrained model; loads the backbone's default weights unless given."""
+    key = jax.random.PRNGKey(0) if key is None else key
+    if backbone_weights is None:
+        backbone_weights = config.get_backbone().load_weights()
+    return DeepGazeParams(
+        backbone_weights=jax.tree_util.tree_map(jnp.asarray, dict(backbone_weights)),
+        head=init_head(config, key, num_components),
+        centerbias=None if centerbias is None else jnp.asarray(centerbias, jnp.float32),
+        config=config,
+    )
+
+
+def mixture(models: Sequence[DeepGazeParams]) -> DeepGazeParams:
+    """One model whose density is the average (in probability) of ``models``' densities.
+
+    All models must share config and backbone; the first one's centre bias is kept.
+    """
+    if not models:
+        raise ValueError("mixture of no models")
+    config = models[0].config
+    for m in models[1:]:
+        if m.config != config:
+            raise ValueError(f"cannot mix models with different configs: {m.config} vs {config}")
+    head = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *[m.head for m in models])
+    return models[0].replace(head=head)
+
+
+MODEL_FORMAT = "deepgaze-jax-model-v1"
+
+
+def save_model(params: DeepGazeParams, path: str | os.PathLike) -> None:
+    """Writes the head, centre bias and config to a NumPy ``.npz`` (backbone weights are not stored)."""
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params.head), sep="/")
+    arrays = {f"head/{k}": np.asarray(v) for k, v in flat.items()}
+    if params.centerbias is not None:
+        arrays["centerbias"] = np.asarray(params.centerbias, np.float32)
+    meta = json.dumps({"format": MODEL_FORMAT, "config": json.loads(params.config.to_json())})
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, meta=np.frombuffer(meta.encode(), np.uint8), **arrays)
+    os.replace(tmp, path)
+
+
+def load_model(path: str | os.PathLike = "default", backbone_weights=None) -> DeepGazeParams:
+    """Loads a model saved by `save_model` (no pickle is ever read).
+
+    ``path="default"`` is the bundled model trained on MIT1003 (see README, model card).
+    The backbone weights are loaded from the backbone's own source unless given.
+    """
+    if str(path) == "default":
+        path = default_model_path()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(bytes(data["meta"]).decode())
+            if meta.get("format") != MODEL_FORMAT:
+                raise ValueError(f"{path} is not a {MODEL_FORMAT} file (format={meta.get('format')!r})")
+            flat = {k[len("head/"):]: jnp.asarray(data[k]) for k in data.files if k.startswith("head/")}
+            centerbias = jnp.asarray(data["centerbias"]) if "centerbias" in data.files else None
+    except (OSError, KeyError, ValueError, EOFError) as exc:
+        raise ValueError(f"cannot read model file {path}: {exc}") from exc
+    config = ModelConfig.from_json(json.dumps(meta["config"]))
+    if backbone_weights is None:
+        backbone_weights = config.get_backbone().load_weights()
+    return DeepGazeParams(
+        backbone_weights=jax.tree_util.tree_map(jnp.asarray, dict(backbone_weights)),
+        head=flax.traverse_util.unflatten_dict(flat, sep="/"),
+        centerbias=centerbias,
+        config=config,
+    )
+
+
+def default_model_path() -> Path:
+    """The bundled model's file inside the package."""
+    return Path(__file__).parent / "assets" / "deepgaze2_mit1003_lite0.npz"

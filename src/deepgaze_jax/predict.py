@@ -1,0 +1,132 @@
+"""`predict_density` and `sample_fixations`: the model applied to user images.
+
+Any image (path, PIL, uint8/uint16/float array; grayscale, RGB or RGBA; 1 pixel to
+100 megapixels) is resized to its working size (`images.working_size`: longer
+side 512, shorter side rounded to a multiple of 32, as in the paper's 1024x768
+images downsampled by 2), the model computes a log density on the working grid,
+and the result is mapped back to the image's own H x W:
+
+* if H x W is the working size (e.g. any 512x384 image), by exact nearest
+  upsampling of the density grid (`finalizer.expand_to_pixels`);
+* otherwise by bilinear resampling of the log density followed by renormalisation.
+
+Images are grouped by working size and run in batches, so one compilation
+serves every image of the same aspect ratio.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from deepgaze_jax.finalizer import expand_to_pixels
+from deepgaze_jax.images import ImageLike, load_working_image
+from deepgaze_jax.model import DeepGazeParams, centerbias_on_grid, density_grid_shape, log_density_grid
+
+CenterBiasLike = Union[None, str, np.ndarray]
+
+
+def _normalise(log_values: np.ndarray) -> np.ndarray:
+    shifted = log_values.astype(np.float64)
+    shifted -= shifted.max()
+    return (shifted - np.log(np.exp(shifted).sum())).astype(np.float32)
+
+
+def _resample(log_density: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    resized = Image.fromarray(log_density.astype(np.float32), mode="F").resize(
+        (shape[1], shape[0]), Image.Resampling.BILINEAR
+    )
+    return _normalise(np.asarray(resized))
+
+
+def _centerbias_template(params: DeepGazeParams, centerbias: CenterBiasLike):
+    if centerbias is None:
+        return params.centerbias
+    if isinstance(centerbias, str):
+        if centerbias != "uniform":
+            raise ValueError(f"centerbias must be None, 'uniform' or a 2-D log density array, got {centerbias!r}")
+        return None
+    template = np.asarray(centerbias, dtype=np.float32)
+    if template.ndim != 2 or min(template.shape) < 1:
+        raise ValueError(f"centerbias must be a 2-D (H, W) log density, got shape {template.shape}")
+    if not np.all(np.isfinite(template)):
+        raise ValueError("centerbias contains NaN or inf: pass a finite log density, e.g. log(p + 1e-20)")
+    return template
+
+
+_expand = jax.jit(expand_to_pixels, static_argnums=1)
+
+
+def predict_density(
+    params: DeepGazeParams,
+    img: Union[ImageLike, Sequence[ImageLike]],
+    centerbias: CenterBiasLike = None,
+    batch_size: int = 8,
+) -> Union[np.ndarray, list[np.ndarray]]:
+    """Fixation log density for one image or many.
+
+    Args:
+      params: a model (`load_model()` for the bundled one).
+      img: one image (path, bytes, PIL image or array (H, W), (H, W, 1|3|4)), a list of
+        them, or a (B, H, W, 3) array.
+      centerbias: None uses the model's own centre bias (uniform if it has none);
+        ``"uniform"`` forces a uniform prior; a 2-D array is taken as a log density over
+        the image (any resolution, resized to each image).
+      batch_size: images per forward pass.
+
+    Returns:
+      (H, W) float32 log density in nats per pixel with logsumexp = 0, for one image; a
+      list of them for a list or a 4-D array.
+    """
+    single = not isinstance(img, (list, tuple)) and not (isinstance(img, np.ndarray) and img.ndim == 4)
+    images = [img] if single else list(img)
+    if not images:
+        return []
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    template = _centerbias_template(params, centerbias)
+    config = params.config
+    working, originals = zip(*(load_working_image(im, config.long_side) for im in images))
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, w in enumerate(working):
+        groups[w.shape[:2]].append(i)
+    results: list[np.ndarray | None] = [None] * len(images)
+    for shape, members in groups.items():
+        grid_shape = density_grid_shape(config, shape)
+        log_cb = centerbias_on_grid(template, grid_shape)
+        for start in range(0, len(members), batch_size):
+            chunk = members[start : start + batch_size]
+            padded = min(batch_size, 1 << (len(chunk) - 1).bit_length())
+            batch = np.stack([working[i] for i in chunk] + [working[chunk[0]]] * (padded - len(chunk)))
+            out = log_density_grid(params, jnp.asarray(batch), jnp.broadcast_to(log_cb, (padded, *grid_shape)))
+            for j, i in enumerate(chunk):
+                if tuple(originals[i]) == tuple(shape):
+                    results[i] = np.asarray(_expand(out[j], config.cell))
+                else:
+                    results[i] = _resample(np.asarray(out[j]), originals[i])
+    return results[0] if single else results
+
+
+def sample_fixations(log_density, n: int, key: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Draws ``n`` fixations from an (H, W) log density.
+
+    Returns (x, y) float64 arrays in pixel coordinates (`data.fixations` convention: a
+    pixel is chosen with its probability, then a point uniformly inside it).
+    """
+    log_density = jnp.asarray(log_density, jnp.float32)
+    if log_density.ndim != 2:
+        raise ValueError(f"log_density must be (H, W), got shape {log_density.shape}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    width = log_density.shape[1]
+    pick, jitter = jax.random.split(key)
+    index = jax.random.categorical(pick, log_density.reshape(-1), shape=(n,))
+    offset = jax.random.uniform(jitter, (n, 2), dtype=jnp.float32)
+    x = np.asarray(index % width, np.float64) + np.asarray(offset[:, 0], np.float64)
+    y = np.asarray(index // width, np.float64) + np.asarray(offset[:, 1], np.float64)
+    return x, y
