@@ -55,8 +55,11 @@ def blur(x: jnp.ndarray, sigma: jnp.ndarray, radius: int) -> jnp.ndarray:
 
 
 def log_softmax_2d(x: jnp.ndarray) -> jnp.ndarray:
-    """Normalises (B, H, W) log values over H and W: logsumexp of each map becomes 0."""
-    return x - jax.nn.logsumexp(x, axis=(-2, -1), keepdims=True)
+    """Normalises (B, H, W) log values over H and W: logsumexp of each map becomes 0.
+
+    The maximum is subtracted first, so large inputs (|x| ~ 1e4) keep float32 precision.
+    """
+    return jax.nn.log_softmax(x, axis=(-2, -1))
 
 
 def expand_to_pixels(log_density: jnp.ndarray, cell: int) -> jnp.ndarray:

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -239,7 +240,7 @@ def load_model(path: str | os.PathLike = "default", backbone_weights=None) -> De
                 raise ValueError(f"{path} is not a {MODEL_FORMAT} file (format={meta.get('format')!r})")
             flat = {k[len("head/"):]: jnp.asarray(data[k]) for k in data.files if k.startswith("head/")}
             centerbias = jnp.asarray(data["centerbias"]) if "centerbias" in data.files else None
-    except (OSError, KeyError, ValueError, EOFError) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"cannot read model file {path}: {exc}") from exc
     config = ModelConfig.from_json(json.dumps(meta["config"]))
     if backbone_weights is None:

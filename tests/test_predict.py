@@ -1,0 +1,103 @@
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+import fake_backbone
+from deepgaze_jax import ModelConfig, init_params, predict_density, sample_fixations
+from deepgaze_jax.images import ImageError
+
+
+@pytest.fixture(scope="module")
+def params():
+    mp = pytest.MonkeyPatch()
+    fake_backbone.install(mp)
+    yield init_params(ModelConfig(backbone="fake"), jax.random.PRNGKey(0))
+    mp.undo()
+
+
+def assert_density(log_density, shape):
+    assert log_density.shape == shape and log_density.dtype == np.float32
+    assert np.all(np.isfinite(log_density))
+    lse = np.log(np.exp(log_density.astype(np.float64)).sum())
+    assert abs(lse) < 1e-4, lse
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((384, 512, 3), np.uint8),
+        np.full((384, 512, 3), 255, np.uint8),
+        np.full((300, 200, 3), 77, np.uint8),
+        np.random.default_rng(0).integers(0, 256, (97, 131, 3), dtype=np.uint8),
+    ],
+    ids=["black", "white", "constant", "random-odd"],
+)
+def test_densities_are_normalised_and_finite(params, image):
+    assert_density(predict_density(params, image), image.shape[:2])
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (7, 1000), (1537, 2049)])
+def test_tiny_and_large_odd_sizes(params, shape):
+    assert_density(predict_density(params, np.zeros(shape, np.uint8)), shape)
+
+
+def test_grayscale_rgba_pil_and_path_inputs(params, tmp_path):
+    rgb = np.random.default_rng(1).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    ref = predict_density(params, rgb)
+    Image.fromarray(rgb).save(tmp_path / "x.png")
+    np.testing.assert_allclose(predict_density(params, tmp_path / "x.png"), ref)
+    np.testing.assert_allclose(predict_density(params, Image.fromarray(rgb)), ref)
+    rgba = np.concatenate([rgb, np.full((96, 128, 1), 255, np.uint8)], axis=-1)
+    np.testing.assert_allclose(predict_density(params, rgba), ref)
+    assert_density(predict_density(params, rgb[..., 0]), (96, 128))
+
+
+def test_batches_equal_single_images(params):
+    rng = np.random.default_rng(2)
+    imgs = [rng.integers(0, 256, s, dtype=np.uint8) for s in [(384, 512, 3), (100, 80, 3), (384, 512, 3)]]
+    batched = predict_density(params, imgs, batch_size=2)
+    for img, out in zip(imgs, batched):
+        np.testing.assert_allclose(out, predict_density(params, img), atol=1e-5)
+    stacked = predict_density(params, np.stack([imgs[0], imgs[2]]))
+    assert isinstance(stacked, list) and len(stacked) == 2
+
+
+def test_working_size_images_use_exact_upsampling(params):
+    out = predict_density(params, np.zeros((384, 512, 3), np.uint8))
+    cell = params.config.cell
+    blocks = out.reshape(384 // cell, cell, 512 // cell, cell)
+    assert np.all(blocks == blocks[:, :1, :, :1])
+
+
+def test_centerbias_argument(params):
+    img = np.zeros((384, 512, 3), np.uint8)
+    yy, xx = np.mgrid[0:48, 0:64]
+    cb = -((xx - 32.0) ** 2 + (yy - 24.0) ** 2) / 200.0
+    with_cb = predict_density(params, img, centerbias=cb)
+    assert with_cb[192, 256] > with_cb[0, 0] + 5
+    assert_density(predict_density(params, img, centerbias="uniform"), (384, 512))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        predict_density(params, img, centerbias=np.full((4, 4), np.nan))
+    with pytest.raises(ValueError, match="2-D"):
+        predict_density(params, img, centerbias=np.zeros(5))
+    with pytest.raises(ValueError, match="'uniform'"):
+        predict_density(params, img, centerbias="center")
+
+
+def test_bad_images_raise(params):
+    with pytest.raises(ImageError):
+        predict_density(params, np.zeros((0, 4, 3), np.uint8))
+    with pytest.raises(ImageError):
+        predict_density(params, b"garbage")
+
+
+def test_sample_fixations_follow_the_density():
+    log_density = np.full((4, 6), -50.0, np.float32)
+    log_density[3, 5] = np.log(1 / 3.0)
+    log_density[1, 2] = np.log(2 / 3.0)
+    x, y = sample_fixations(log_density, 3000, jax.random.PRNGKey(0))
+    assert x.shape == y.shape == (3000,)
+    cells = list(zip(np.floor(y).astype(int), np.floor(x).astype(int)))
+    share = sum(c == (1, 2) for c in cells) / 3000
+    assert abs(share - 2 / 3) < 0.04 and all(c in {(1, 2), (3, 5)} for c in cells)
