@@ -12,9 +12,6 @@ import sys
 
 COMMANDS = {
     "predict": "deepgaze_jax.predict_cli",
-    "evaluate": "deepgaze_jax.evaluate",
-    "plot": "deepgaze_jax.plotting",
-    "serve": "deepgaze_jax.serve",
 }
 
 
