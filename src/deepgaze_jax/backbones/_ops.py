@@ -1,0 +1,61 @@
+"""Layers shared by the backbones: NHWC convolution, kernel layout conversion, input normalisation."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Padding = Sequence[tuple[int, int]]
+
+
+def hwio(kernel: np.ndarray) -> np.ndarray:
+    """A torch ``(O, I/groups, kh, kw)`` kernel as a contiguous ``(kh, kw, I/groups, O)`` float32 array."""
+    return np.ascontiguousarray(np.asarray(kernel, np.float32).transpose(2, 3, 1, 0))
+
+
+def conv2d(
+    x: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array | None = None,
+    *,
+    stride: int = 1,
+    padding: Padding = ((0, 0), (0, 0)),
+    groups: int = 1,
+) -> jax.Array:
+    """2-D convolution of NHWC ``x`` (B, H, W, I) with an HWIO ``kernel`` (kh, kw, I/groups, O).
+
+    ``padding`` is explicit ((top, bottom), (left, right)) zero padding; ``groups == I`` makes
+    the convolution depthwise. Returns (B, H', W', O), plus ``bias`` (O,) when given.
+    """
+    y = jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(stride, stride),
+        padding=tuple(padding),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
+    )
+    return y if bias is None else y + bias
+
+
+def normalise(images: jax.Array, mean: Sequence[float], std: Sequence[float], dtype: jnp.dtype) -> jax.Array:
+    """``(images - mean) / std`` per RGB channel, in ``dtype``; images (B, H, W, 3) in 0..255."""
+    mean_, std_ = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    return ((jnp.asarray(images, jnp.float32) - mean_) / std_).astype(dtype)
+
+
+def cast(weights: dict[str, jax.Array], dtype: jnp.dtype) -> dict[str, jax.Array]:
+    """Every weight array in ``dtype`` (a no-op for float32 weights and float32 compute)."""
+    return {key: jnp.asarray(value, dtype) for key, value in weights.items()}
+
+
+def resolve_taps(taps: Sequence[str] | None, default: tuple[str, ...], available: Sequence[str]) -> tuple[str, ...]:
+    """``taps`` as a hashable tuple (``default`` when None); ValueError naming any unknown tap."""
+    taps = default if taps is None else (taps,) if isinstance(taps, str) else tuple(taps)
+    unknown = [tap for tap in taps if tap not in available]
+    if unknown or not taps:
+        raise ValueError(f"unknown taps {unknown}; choose from {list(available)}")
+    return taps
