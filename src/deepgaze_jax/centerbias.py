@@ -1,0 +1,224 @@
+"""The centre bias: the paper's image-independent baseline (section 2.4).
+
+A Gaussian KDE of fixations in relative coordinates (x / W, y / H), mixed with a uniform
+density: ``p(x) = (1 - u) KDE(x) + u / (H W)`` per pixel. The KDE is evaluated on the pixel
+grid of the image being predicted (relative coordinates binned to its pixels, blurred with
+std ``bandwidth * H`` rows and ``bandwidth * W`` columns, reflecting boundaries; see
+`deepgaze_jax.metrics.kde_grid`), so its grid resolution is the image's own: 512x384 in the
+paper's evaluation space, 256x256 for the shipped `CenterBias.template`.
+
+The bandwidth and the uniform weight ``u`` are fitted by maximum likelihood, crossvalidated
+leave-one-image-out: each fixation is scored under the KDE of the fixations on all *other*
+images (`leave_one_image_out`). The two hyperparameters are shared across images (fitted on all
+fixations, as pysaliency's crossvalidated baseline does); the KDE itself never sees the image
+it scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable
+
+import numpy as np
+import scipy.optimize
+from PIL import Image
+from scipy.special import logsumexp
+
+from deepgaze_jax.data.fixations import Fixations
+from deepgaze_jax.metrics import blur_matrix, kde_grid, kernel_pairs, log_normalize, safe_log
+
+
+def relative_cells(relative: np.ndarray, n: int) -> np.ndarray:
+    """Cell indices (int64) of relative coordinates in [0, 1) on a grid of ``n`` cells."""
+    return np.minimum(np.floor(np.asarray(relative) * n).astype(np.int64), n - 1)
+
+
+def mixture_log_density(kde: np.ndarray, uniform_weight: float) -> np.ndarray:
+    """log((1 - u) kde + u / (H W)) for an (H, W) KDE summing to 1: normalised float32 log density."""
+    mixed = (1.0 - uniform_weight) * np.maximum(kde, 0.0) + uniform_weight / kde.size
+    return log_normalize(safe_log(mixed)).astype(np.float32)
+
+
+def resize_log_density(log_density: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) float32 log density resized to ``size`` (height, width) in probability space.
+
+    The density is resampled bilinearly (antialiased when shrinking) and renormalised.
+    """
+    density = np.exp(np.asarray(log_density, dtype=np.float64)).astype(np.float32)
+    resized = Image.fromarray(density, mode="F").resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    return log_normalize(safe_log(np.asarray(resized, dtype=np.float64))).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CenterBias:
+    """A fitted centre bias.
+
+    Attributes:
+      x, y: (N,) float32 relative fixation coordinates in [0, 1) (x / W, y / H).
+      bandwidth: Gaussian std in relative units (fraction of the width along x, of the height
+        along y).
+      uniform_weight: mixing weight u of the uniform component, in (0, 1).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    bandwidth: float
+    uniform_weight: float
+
+    def log_density(self, height: int, width: int) -> np.ndarray:
+        """(height, width) float32 log density per pixel (nats, logsumexp 0)."""
+        kde = kde_grid(
+            relative_cells(self.y, height),
+            relative_cells(self.x, width),
+            (height, width),
+            self.bandwidth * height,
+            self.bandwidth * width,
+        )
+        return mixture_log_density(kde, self.uniform_weight)
+
+    def template(self, size: tuple[int, int] = (256, 256)) -> np.ndarray:
+        """``size`` float32 log density over the unit square, for shipping.
+
+        Use it for any image with `resize_log_density(template, (H, W))`.
+        """
+        return self.log_density(*size)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes ``x``, ``y``, ``bandwidth``, ``uniform_weight`` to an ``.npz`` file."""
+        np.savez_compressed(path, x=self.x, y=self.y, bandwidth=self.bandwidth, uniform_weight=self.uniform_weight)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "CenterBias":
+        with np.load(path) as data:
+            return cls(
+                x=data["x"].astype(np.float32),
+                y=data["y"].astype(np.float32),
+                bandwidth=float(data["bandwidth"]),
+                uniform_weight=float(data["uniform_weight"]),
+            )
+
+
+# --- maximum-likelihood fitting (shared with the gold standard) --------------------------------
+
+
+def fit_mixture_weights(log_components: np.ndarray) -> tuple[np.ndarray, float]:
+    """Maximum-likelihood weights of a mixture with fixed components.
+
+    Args:
+      log_components: (N, K) log density of each sample under each component (nats).
+    Returns:
+      (K,) weights on the simplex and the mean log-likelihood per sample (nats).
+    """
+    log_components = np.asarray(log_components, dtype=np.float64)
+    row_max = log_components.max(axis=1)
+    scaled = np.exp(log_components - row_max[:, None])  # (N, K) in [0, 1], each row's max is 1
+
+    def objective(z: np.ndarray) -> tuple[float, np.ndarray]:
+        weights = np.exp(z - logsumexp(z))
+        mixture = scaled @ weights
+        responsibility = (scaled / mixture[:, None]).mean(axis=0) * weights
+        return -float(np.log(mixture).mean() + row_max.mean()), weights - responsibility
+
+    k = log_components.shape[1]
+    result = scipy.optimize.minimize(objective, np.zeros(k), jac=True, method="L-BFGS-B", bounds=[(-30, 30)] * k)
+    return np.exp(result.x - logsumexp(result.x)), -float(result.fun)
+
+
+def fit_bandwidth(
+    log_components: Callable[[float], np.ndarray], bounds: tuple[float, float]
+) -> tuple[float, np.ndarray, float]:
+    """Maximum-likelihood KDE bandwidth and mixture weights.
+
+    ``log_components(bandwidth)`` gives the (N, K) component log densities at a bandwidth;
+    the mixture weights are fitted for each bandwidth (`fit_mixture_weights`) and the
+    bandwidth by bounded scalar minimisation over its logarithm.
+    Returns (bandwidth, (K,) weights, mean log-likelihood in nats per sample).
+    """
+    fits: dict[float, tuple[np.ndarray, float]] = {}
+
+    def negative_ll(log_bandwidth: float) -> float:
+        fits[log_bandwidth] = fit_mixture_weights(log_components(float(np.exp(log_bandwidth))))
+        return -fits[log_bandwidth][1]
+
+    scipy.optimize.minimize_scalar(
+        negative_ll, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded", options={"xatol": 1e-3}
+    )
+    best = max(fits, key=lambda b: fits[b][1])
+    return float(np.exp(best)), *fits[best]
+
+
+# --- leave-one-image-out ----------------------------------------------------------------------
+
+
+def images_by_size(fixations: Fixations) -> dict[tuple[int, int], list[np.ndarray]]:
+    """{(H, W): [fixation indices of each image of that size that has fixations]}."""
+    order = np.argsort(fixations.n, kind="stable")
+    images, starts = np.unique(fixations.n[order], return_index=True)
+    groups: dict[tuple[int, int], list[np.ndarray]] = {}
+    for image, idx in zip(images, np.split(order, starts[1:])):
+        size = tuple(int(s) for s in fixations.image_sizes[image])
+        groups.setdefault(size, []).append(idx)
+    return groups
+
+
+def _loo_kde(fixations: Fixations, bandwidth: float) -> np.ndarray:
+    """(N,) KDE probability, at each fixation's pixel, of the fixations on the other images."""
+    rx, ry = fixations.relative()
+    out = np.zeros(len(fixations))
+    for (h, w), images in images_by_size(fixations).items():
+        rows, cols = relative_cells(ry, h), relative_cells(rx, w)
+        k_rows, k_cols = blur_matrix(h, bandwidth * h), blur_matrix(w, bandwidth * w)
+        total = kde_grid(rows, cols, (h, w), bandwidth * h, bandwidth * w) * len(fixations)
+        for idx in images:
+            own = kernel_pairs(k_rows, k_cols, rows[idx], cols[idx], rows[idx], cols[idx]).sum(axis=1)
+            out[idx] = (total[rows[idx], cols[idx]] - own) / max(len(fixations) - len(idx), 1)
+    return np.maximum(out, 0.0)
+
+
+def uniform_log_density(fixations: Fixations) -> np.ndarray:
+    """(N,) log(1 / (H W)) of each fixation's image."""
+    return -np.log(np.prod(fixations.image_sizes[fixations.n].astype(np.float64), axis=1))
+
+
+def leave_one_image_out(fixations: Fixations, bandwidth: float, uniform_weight: float) -> np.ndarray:
+    """(N,) float64 log density (nats per pixel) of each fixation under the centre bias of the other images."""
+    return np.logaddexp(
+        np.log1p(-uniform_weight) + safe_log(_loo_kde(fixations, bandwidth)),
+        np.log(uniform_weight) + uniform_log_density(fixations),
+    )
+
+
+def leave_one_image_out_maps(fixations: Fixations, bandwidth: float, uniform_weight: float) -> Callable[[int], np.ndarray]:
+    """image index i -> (H_i, W_i) float32 centre-bias log density fitted without image i.
+
+    The same densities that `leave_one_image_out` evaluates at the fixations; for the
+    map-based metrics (AUC, NSS, ...) of the centre bias.
+    """
+    rx, ry = fixations.relative()
+    totals: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def log_density(i: int) -> np.ndarray:
+        h, w = (int(s) for s in fixations.image_sizes[i])
+        if (h, w) not in totals:
+            rows, cols = relative_cells(ry, h), relative_cells(rx, w)
+            total = kde_grid(rows, cols, (h, w), bandwidth * h, bandwidth * w) * len(fixations)
+            totals[(h, w)] = (total, rows, cols, blur_matrix(h, bandwidth * h), blur_matrix(w, bandwidth * w))
+        total, rows, cols, k_rows, k_cols = totals[(h, w)]
+        own = fixations.n == i
+        kde = (total - k_rows[:, rows[own]] @ k_cols[:, cols[own]].T) / max(len(fixations) - int(own.sum()), 1)
+        return mixture_log_density(kde, uniform_weight)
+
+    return log_density
+
+
+def fit_center_bias(fixations: Fixations, bandwidth_bounds: tuple[float, float] = (0.005, 0.5)) -> CenterBias:
+    """Centre bias with bandwidth and uniform weight maximising the leave-one-image-out likelihood."""
+    uniform = uniform_log_density(fixations)
+    bandwidth, weights, _ = fit_bandwidth(
+        lambda b: np.stack([safe_log(_loo_kde(fixations, b)), uniform], axis=1), bandwidth_bounds
+    )
+    rx, ry = fixations.relative()
+    return CenterBias(
+        x=rx.astype(np.float32), y=ry.astype(np.float32), bandwidth=bandwidth, uniform_weight=float(weights[1])
+    )

@@ -1,0 +1,312 @@
+"""Saliency metrics for fixation densities, and the grid-density primitives they share.
+
+Conventions:
+  * A *log density* is an (H, W) array of log probabilities per pixel (nats), normalised
+    so that ``logsumexp(log_density) == 0`` (the paper's p(x, y | I) on the pixel grid).
+  * Fixations on one image are given as integer pixel indices ``rows, cols`` ((n,) each),
+    e.g. from `Fixations.pixel_indices`.
+  * Log-likelihoods are reported in **bits per fixation relative to the uniform model**,
+    ``(log p(x) + log(H W)) / ln 2`` (the paper's section 2.4): 0 for the uniform model.
+  * Map metrics (AUC, NSS, CC, KL, SIM) are computed on the density ``p = exp(log_density)``
+    itself (not a metric-specific saliency map).
+
+The grid primitives (`log_normalize`, `blur_matrix`, `kde_grid`, `kernel_pairs`) are the one
+Gaussian KDE on a pixel grid used by the centre bias, the gold standard and the empirical
+fixation maps: a histogram of fixations blurred by a separable Gaussian with *reflecting*
+boundaries, so no probability mass leaves the image.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import numpy as np
+import scipy.ndimage
+from tqdm import tqdm
+
+from deepgaze_jax.data.fixations import Fixations
+
+LN2 = float(np.log(2.0))
+TINY = float(np.finfo(np.float64).tiny)
+# Empirical fixation maps for CC / KL / SIM: Gaussian of 1 degree of visual angle, which the
+# MIT saliency benchmark puts at ~35 px on its 1024 px images (8 cycles per image): sigma is
+# 35/1024 of the image's longer side (17.5 px at the 512x384 evaluation size).
+EMPIRICAL_SIGMA_REL = 35.0 / 1024.0
+
+LogDensityFn = Callable[[int], np.ndarray]
+
+
+# --- grid densities -------------------------------------------------------------------------
+
+
+def safe_log(p: np.ndarray) -> np.ndarray:
+    """Elementwise log with a floor at the smallest normal float64 (no -inf, no warnings)."""
+    return np.log(np.maximum(p, TINY))
+
+
+def log_normalize(log_values: np.ndarray) -> np.ndarray:
+    """``log_values`` shifted so that ``logsumexp == 0`` over all entries (float64)."""
+    log_values = np.asarray(log_values, dtype=np.float64)
+    peak = log_values.max()
+    return log_values - (peak + np.log(np.exp(log_values - peak).sum()))
+
+
+@functools.lru_cache(maxsize=32)
+def _blur_matrix(n: int, sigma: float) -> np.ndarray:
+    matrix = scipy.ndimage.gaussian_filter1d(np.eye(n), sigma, axis=0, mode="reflect", truncate=4.0)
+    matrix.setflags(write=False)
+    return matrix
+
+
+def blur_matrix(n: int, sigma: float) -> np.ndarray:
+    """(n, n) float64 matrix of a 1-D Gaussian blur with std ``sigma`` cells, reflecting boundaries.
+
+    Column ``q`` is the blurred unit impulse at cell ``q`` (sums to 1), so ``M @ h`` blurs a
+    histogram ``h`` along its first axis. Cached and read-only.
+    """
+    return _blur_matrix(int(n), float(sigma))
+
+
+def kde_grid(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], sigma_rows: float, sigma_cols: float) -> np.ndarray:
+    """Gaussian KDE of points on an (H, W) grid: (H, W) float64 probabilities summing to 1.
+
+    The points (integer cell indices ``rows``, ``cols``, (n,) each, n >= 1) are histogrammed
+    and blurred separably: ``K_rows @ hist @ K_cols.T`` with `blur_matrix` kernels (std in cells).
+    """
+    hist = np.zeros(shape, dtype=np.float64)
+    np.add.at(hist, (rows, cols), 1.0)
+    density = blur_matrix(shape[0], sigma_rows) @ hist @ blur_matrix(shape[1], sigma_cols).T
+    return density / len(rows)
+
+
+def kernel_pairs(k_rows: np.ndarray, k_cols: np.ndarray, rows_a, cols_a, rows_b, cols_b) -> np.ndarray:
+    """(A, B) kernel values: the mass that a point at cell ``b`` puts on cell ``a`` in `kde_grid`.
+
+    ``k_rows``, ``k_cols`` are the `blur_matrix` kernels of the grid; evaluating a KDE at a few
+    cells this way is exact (the same numbers as the blurred grid) and needs no grid.
+    """
+    return k_rows[np.asarray(rows_a)[:, None], np.asarray(rows_b)[None, :]] * k_cols[
+        np.asarray(cols_a)[:, None], np.asarray(cols_b)[None, :]
+    ]
+
+
+def empirical_map(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], sigma: float | None = None) -> np.ndarray:
+    """(H, W) float64 empirical fixation density: fixation histogram blurred by a Gaussian.
+
+    ``sigma`` in pixels defaults to `EMPIRICAL_SIGMA_REL` times the longer side (1 degree of
+    visual angle in the MIT benchmark's convention). Sums to 1; every fixation counts once.
+    """
+    sigma = EMPIRICAL_SIGMA_REL * max(shape) if sigma is None else sigma
+    return kde_grid(rows, cols, shape, sigma, sigma)
+
+
+# --- per-fixation metrics on one image -----------------------------------------------------
+
+
+def bits_over_uniform(log_p_nats: np.ndarray, num_pixels) -> np.ndarray:
+    """Log-likelihoods in nats per pixel -> bits per fixation over uniform: (log p + log HW) / ln 2."""
+    return (np.asarray(log_p_nats, dtype=np.float64) + np.log(np.asarray(num_pixels, dtype=np.float64))) / LN2
+
+
+def log_likelihood_bits(log_density: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(n,) log-likelihood of each fixation in bits over the uniform model (0 for uniform)."""
+    return bits_over_uniform(np.asarray(log_density, dtype=np.float64)[rows, cols], log_density.size)
+
+
+def rank_auc(positives: np.ndarray, negatives: np.ndarray) -> np.ndarray:
+    """(n,) per-positive AUC: fraction of ``negatives`` below each positive, ties counting half.
+
+    The mean over positives is the Mann-Whitney AUC (area under the ROC curve).
+    """
+    negatives = np.sort(np.asarray(negatives, dtype=np.float64).reshape(-1))
+    positives = np.asarray(positives, dtype=np.float64)
+    below = np.searchsorted(negatives, positives, side="left")
+    not_above = np.searchsorted(negatives, positives, side="right")
+    return (below + 0.5 * (not_above - below)) / len(negatives)
+
+
+def auc_per_fixation(log_density: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(n,) AUC of each fixation against *all* pixels of the image as negatives (ties half).
+
+    The image's AUC is the mean over its fixations (fixated pixels are also negatives, as in
+    pysaliency; duplicate fixations count each time).
+    """
+    return rank_auc(log_density[rows, cols], log_density)
+
+
+def sauc_per_fixation(
+    log_density: np.ndarray, rows: np.ndarray, cols: np.ndarray, neg_rows: np.ndarray, neg_cols: np.ndarray
+) -> np.ndarray:
+    """(n,) shuffled AUC of each fixation: negatives are the pixels ``neg_rows, neg_cols``.
+
+    The negatives are the fixations on *other* images, their relative coordinates scaled to
+    this image's size (the caller maps them; see `evaluate_log_densities`). Ties count half.
+    """
+    return rank_auc(log_density[rows, cols], log_density[neg_rows, neg_cols])
+
+
+def auc_judd(log_density: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> float:
+    """Judd's AUC (MIT benchmark): ROC area with thresholds at the fixated values.
+
+    Positives are the fixated pixels (a pixel fixated several times counts once), negatives
+    the non-fixated pixels; at each distinct fixated value t, TPR = fraction of positives >= t
+    and FPR = fraction of negatives >= t; the curve from (0, 0) to (1, 1) is integrated by
+    trapezoids. Ties are handled exactly (the MIT code jitters the map instead).
+    """
+    values = np.asarray(log_density, dtype=np.float64)
+    fixated = np.zeros(values.shape, dtype=bool)
+    fixated[rows, cols] = True
+    positives = np.sort(values[fixated])
+    negatives = np.sort(values[~fixated])
+    thresholds = np.unique(positives)[::-1]
+    tpr = (len(positives) - np.searchsorted(positives, thresholds, side="left")) / len(positives)
+    fpr = (len(negatives) - np.searchsorted(negatives, thresholds, side="left")) / max(len(negatives), 1)
+    tpr = np.concatenate([[0.0], tpr, [1.0]])
+    fpr = np.concatenate([[0.0], fpr, [1.0]])
+    return float(np.trapezoid(tpr, fpr))
+
+
+def nss_per_fixation(log_density: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(n,) normalised scanpath saliency: the density standardised over pixels, at each fixation.
+
+    (p - mean(p)) / std(p); 0 for a constant map (std 0). Unitless (standard deviations).
+    """
+    density = np.exp(np.asarray(log_density, dtype=np.float64))
+    std = density.std()
+    if std == 0:
+        return np.zeros(len(rows))
+    return (density[rows, cols] - density.mean()) / std
+
+
+# --- map metrics on one image --------------------------------------------------------------
+
+
+def correlation_coefficient(log_density: np.ndarray, empirical: np.ndarray) -> float:
+    """Pearson CC between the density and the empirical map (in [-1, 1]; 0 if either is constant)."""
+    a = np.exp(np.asarray(log_density, dtype=np.float64)).ravel()
+    b = np.asarray(empirical, dtype=np.float64).ravel()
+    a = a - a.mean()
+    b = b - b.mean()
+    denominator = np.sqrt((a @ a) * (b @ b))
+    return float(a @ b / denominator) if denominator > 0 else 0.0
+
+
+def kl_divergence_nats(empirical: np.ndarray, log_density: np.ndarray) -> float:
+    """KL(empirical || model) in nats: sum_x e(x) (log e(x) - log p(x)), e normalised to sum 1.
+
+    The model's log density is finite everywhere, so no epsilon is needed (the MIT code adds
+    2.2e-16); pixels where the empirical map is 0 contribute 0 (0 log 0 = 0). >= 0.
+    """
+    e = np.asarray(empirical, dtype=np.float64)
+    e = e / e.sum()
+    positive = e > 0
+    terms = e[positive] * (np.log(e[positive]) - np.asarray(log_density, dtype=np.float64)[positive])
+    return float(max(terms.sum(), 0.0))
+
+
+def similarity(log_density: np.ndarray, empirical: np.ndarray) -> float:
+    """SIM (histogram intersection): sum_x min(p(x), e(x)) with both normalised to sum 1; in [0, 1]."""
+    p = np.exp(log_normalize(log_density))
+    e = np.asarray(empirical, dtype=np.float64)
+    return float(np.minimum(p, e / e.sum()).sum())
+
+
+# --- dataset level -------------------------------------------------------------------------
+
+
+def _shuffled_negatives(fixations: Fixations, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel indices of *all* fixations at image size ``size``, by relative coordinates."""
+    rx, ry = fixations.relative()
+    rows = np.minimum(np.floor(ry * size[0]).astype(np.int64), size[0] - 1)
+    cols = np.minimum(np.floor(rx * size[1]).astype(np.int64), size[1] - 1)
+    return rows, cols
+
+
+def evaluate_log_densities(
+    log_density_fn: LogDensityFn,
+    fixations: Fixations,
+    baseline_fn: LogDensityFn | None = None,
+    gold_loglik: np.ndarray | None = None,
+    progress: bool = True,
+    desc: str = "evaluating",
+) -> dict:
+    """Every metric of a model over a dataset.
+
+    Args:
+      log_density_fn: image index i -> (H_i, W_i) log density on the grid of ``fixations``.
+      fixations: the fixations to score (images without fixations are skipped).
+      baseline_fn: optional baseline (the centre bias, paper section 2.4) for information gain.
+      gold_loglik: optional (N,) per-fixation log-likelihoods of the gold standard, nats per
+        pixel, for the information gain explained.
+
+    Returns a flat dict. Scalars: ``ll_bits`` (bits/fixation over uniform, mean over fixations
+    as in the paper) and ``ll_bits_imgavg`` (mean of per-image means); ``auc``/``sauc``/``nss``
+    (+ ``_imgavg``) averaged the same ways; ``auc_judd``, ``cc``, ``kl_nats``, ``sim`` (per-image
+    metrics, mean over images); with a baseline ``baseline_ll_bits``, ``ig_bits``,
+    ``ig_bits_imgavg`` (model minus baseline, bits/fixation); with a gold standard
+    ``gold_ll_bits``, ``gold_ll_bits_imgavg`` and ``ig_explained_pct`` = 100 (LL_model - LL_base)
+    / (LL_gold - LL_base), with LL_base = 0 (uniform) when there is no baseline (left out when
+    the gold standard does not beat the baseline, where it is undefined). Arrays
+    ``per_image_<metric>`` ((I',) over the I' images with fixations, listed in
+    ``per_image_index``) hold the per-image values for plots.
+    """
+    sizes = fixations.image_sizes
+    rows_all, cols_all = fixations.pixel_indices()
+    images = np.flatnonzero(fixations.counts_per_image() > 0)
+    order = np.argsort(fixations.n, kind="stable")
+    starts = np.searchsorted(fixations.n[order], images)
+    ends = np.searchsorted(fixations.n[order], images, side="right")
+    negatives: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    per_fix = {k: np.zeros(len(fixations)) for k in ("ll_bits", "auc", "sauc", "nss", "baseline_ll_bits")}
+    per_image = {k: np.zeros(len(images)) for k in ("auc_judd", "cc", "kl_nats", "sim")}
+    for k, i in enumerate(tqdm(images, desc=desc, disable=not progress, unit="img")):
+        idx = order[starts[k] : ends[k]]
+        rows, cols = rows_all[idx], cols_all[idx]
+        size = (int(sizes[i, 0]), int(sizes[i, 1]))
+        log_density = np.asarray(log_density_fn(int(i)), dtype=np.float64)
+        if log_density.shape != size:
+            raise ValueError(f"log density of image {i} has shape {log_density.shape}, fixations say {size}")
+        if size not in negatives:
+            negatives[size] = _shuffled_negatives(fixations, size)
+        other = fixations.n != i
+        neg_rows, neg_cols = negatives[size][0][other], negatives[size][1][other]
+
+        per_fix["ll_bits"][idx] = log_likelihood_bits(log_density, rows, cols)
+        per_fix["auc"][idx] = auc_per_fixation(log_density, rows, cols)
+        per_fix["sauc"][idx] = sauc_per_fixation(log_density, rows, cols, neg_rows, neg_cols) if len(neg_rows) else 0.5
+        per_fix["nss"][idx] = nss_per_fixation(log_density, rows, cols)
+        if baseline_fn is not None:
+            per_fix["baseline_ll_bits"][idx] = log_likelihood_bits(np.asarray(baseline_fn(int(i))), rows, cols)
+        empirical = empirical_map(rows, cols, size)
+        per_image["auc_judd"][k] = auc_judd(log_density, rows, cols)
+        per_image["cc"][k] = correlation_coefficient(log_density, empirical)
+        per_image["kl_nats"][k] = kl_divergence_nats(empirical, log_density)
+        per_image["sim"][k] = similarity(log_density, empirical)
+
+    def image_means(values: np.ndarray) -> np.ndarray:
+        return np.bincount(fixations.n, weights=values, minlength=fixations.num_images)[images] / (ends - starts)
+
+    if gold_loglik is not None:
+        per_fix["gold_ll_bits"] = bits_over_uniform(gold_loglik, np.prod(sizes[fixations.n], axis=1))
+    if baseline_fn is not None:
+        per_fix["ig_bits"] = per_fix["ll_bits"] - per_fix["baseline_ll_bits"]
+    else:
+        del per_fix["baseline_ll_bits"]
+
+    result: dict = {"num_images": int(len(images)), "num_fixations": int(len(fixations))}
+    for key, values in per_fix.items():
+        means = image_means(values)
+        result[key] = float(values.mean())
+        result[f"{key}_imgavg"] = float(means.mean())
+        result[f"per_image_{key}"] = means
+    for key, values in per_image.items():
+        result[key] = float(values.mean())
+        result[f"per_image_{key}"] = values
+    result["per_image_index"] = images
+    if gold_loglik is not None:
+        base = result.get("baseline_ll_bits", 0.0)
+        if result["gold_ll_bits"] > base:
+            result["ig_explained_pct"] = 100.0 * (result["ll_bits"] - base) / (result["gold_ll_bits"] - base)
+    return result
