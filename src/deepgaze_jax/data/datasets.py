@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,8 +21,9 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from deepgaze_jax import images
-from deepgaze_jax.data.fixations import Fixations
+from deepgaze_jax.data.fixations import FixationError, Fixations
 
+log = logging.getLogger(__name__)
 MIT1003_ENV = "DEEPGAZE_JAX_MIT1003"
 MIT1003_SUBJECTS = ("CNG", "ajs", "emb", "ems", "ff", "hp", "jcw", "jw", "kae", "krl", "po", "tmj", "tu", "ya", "zb")
 _MIT1003_SHARED = Path("shared", "datasets", "mit1003")
@@ -113,6 +115,27 @@ def from_matlab_pixels(fix_x, fix_y, n, image_sizes) -> tuple[np.ndarray, np.nda
     y = np.asarray(fix_y, dtype=np.float64) - 0.5
     sizes = np.asarray(image_sizes, dtype=np.int64).reshape(-1, 2)[np.asarray(n, dtype=np.int64)]
     return _clamp_margin(x, sizes[:, 1]), _clamp_margin(y, sizes[:, 0])
+
+
+def fixations_from_matlab(
+    fix_x, fix_y, n, image_sizes, source: Path, on_invalid: Literal["raise", "drop"], **kwargs
+) -> Fixations:
+    """`Fixations.create` on MATLAB pixel coordinates (see `from_matlab_pixels`).
+
+    Errors name ``source``; dropped fixations are logged as a warning. ``kwargs`` go to
+    `Fixations.create` (subject, duration, subject_names).
+    """
+    x, y = from_matlab_pixels(fix_x, fix_y, n, image_sizes)
+    try:
+        fixations, report = Fixations.create(x, y, n, image_sizes, on_invalid=on_invalid, **kwargs)
+    except FixationError as exc:
+        raise FixationError(f"{source}: {exc}") from exc
+    if report.dropped:
+        log.warning(
+            "%s: dropped %d invalid fixations (%d NaN/inf, %d out of bounds)",
+            source, report.dropped, report.non_finite, report.out_of_bounds,
+        )
+    return fixations
 
 
 def _clamp_margin(v: np.ndarray, limit: np.ndarray) -> np.ndarray:

@@ -28,12 +28,12 @@ from scipy.io.matlab import mat_struct
 from deepgaze_jax.data.datasets import (
     Dataset,
     DatasetFormatError,
-    from_matlab_pixels,
+    fixations_from_matlab,
     read_image_size,
     stimulus_paths,
 )
-from deepgaze_jax.data.fixations import FixationError, Fixations
 
+# read_mat, cells, field and vector are generic MATLAB-reading helpers, shared with salicon.py.
 _LAYOUT = "fixations{i}.img and fixations{i}.subjects{j}.fix_x / fix_y / fix_duration"
 
 # One observer's data: fix_x, fix_y (MATLAB pixels) and fix_duration (ms), each (n,).
@@ -120,14 +120,10 @@ def load_nus_mat(
     fix_x, fix_y, duration, n, subject = (
         np.concatenate([c[k] for c in columns]) if columns else np.zeros(0) for k in range(5)
     )
-    x, y = from_matlab_pixels(fix_x, fix_y, n, sizes)
-    try:
-        fixations, _ = Fixations.create(
-            x, y, n.astype(np.int64), sizes, subject=subject.astype(np.int32), duration=duration,
-            subject_names=subject_names, on_invalid=on_invalid,
-        )
-    except FixationError as exc:
-        raise FixationError(f"{fixations_mat}: {exc}") from exc
+    fixations = fixations_from_matlab(
+        fix_x, fix_y, n.astype(np.int64), sizes, fixations_mat, on_invalid,
+        subject=subject.astype(np.int32), duration=duration, subject_names=subject_names,
+    )
     return Dataset(stimuli=paths, fixations=fixations, name=name or stimuli_dir.parent.name)
 
 
