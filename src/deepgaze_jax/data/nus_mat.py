@@ -16,6 +16,7 @@ border pixel, as the NUS fixation-map code does with ``max(1, round(fix_x))``.
 
 from __future__ import annotations
 
+import collections
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,7 +88,8 @@ def load_nus_mat(
     Images keep the order of the file; observers are numbered by their index in
     ``subjects`` (named by ``subject_names`` if given). Image sizes come from the image
     headers. Invalid fixations (NaN, outside the image beyond the half-pixel margin) raise
-    a `FixationError`, or are dropped with ``on_invalid="drop"``.
+    a `FixationError`, or are dropped with ``on_invalid="drop"``. ``name`` defaults to the
+    name of the folder holding ``stimuli_dir``.
     """
     stimuli_dir, fixations_mat = Path(stimuli_dir), Path(fixations_mat)
     mat = read_mat(fixations_mat)
@@ -106,9 +108,10 @@ def load_nus_mat(
             at = f"{where}.subjects{{{j + 1}}}"
             fx, fy, fd = (vector(field(subject, f, at), f"{at}.{f}") for f in ("fix_x", "fix_y", "fix_duration"))
             if not len(fx) == len(fy) == len(fd):
-                raise DatasetFormatError(f"{at}: fix_x, fix_y, fix_duration have {len(fx)}, {len(fy)}, {len(fd)} entries")
+                lengths = f"{len(fx)}, {len(fy)}, {len(fd)}"
+                raise DatasetFormatError(f"{at}: fix_x, fix_y, fix_duration have {lengths} entries")
             columns.append((fx, fy, fd, np.full(len(fx), i), np.full(len(fx), j)))
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = sorted(name for name, count in collections.Counter(names).items() if count > 1)
     if duplicates:
         raise DatasetFormatError(f"{fixations_mat} lists images more than once: {', '.join(duplicates[:5])}")
     num_subjects = max((len(cells(e.subjects)) for e in entries), default=0)

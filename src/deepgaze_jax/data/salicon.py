@@ -2,7 +2,7 @@
 
 Each ``COCO_{train,val}2014_<id>.mat`` (MATLAB v5) holds
 
-- ``image``: the image name (the file stem, e.g. ``COCO_val2014_000000000192``);
+- ``image``: the image name (the file stem, ``COCO_val2014_<12-digit COCO id>``);
 - ``resolution``: ``[height width]``, ``[480 640]`` for every SALICON image;
 - ``gaze``: an (observers, 1) struct array with fields ``location`` ((n, 2) raw mouse
   samples ``[x y]``), ``timestamp`` ((n, 1) ms) and ``fixations`` ((k, 2) ``[x y]``
@@ -11,7 +11,7 @@ Each ``COCO_{train,val}2014_<id>.mat`` (MATLAB v5) holds
 SALICON records mouse movements, not eye movements. The 2015 and 2017 editions share the
 images but ship different fixation archives: the 2017 data were re-collected with a revised
 mouse-tracking setup (its raw ``location`` samples can fall outside the image; pysaliency
-clips them), so fixations and their counts differ between editions. We read ``fixations``,
+clips them), so the fixations differ between editions. We read ``fixations``,
 never ``location``. Observers are anonymous and differ per image: ``subject`` is the index
 of the observer's record within one image's ``gaze`` array.
 """
@@ -52,7 +52,7 @@ Unpack them so that <manual_dir> contains
   <manual_dir>/images/val/COCO_val2014_<12-digit id>.jpg           5,000 files
   <manual_dir>/fixations/<edition>/train/COCO_train2014_<id>.mat   one per training image
   <manual_dir>/fixations/<edition>/val/COCO_val2014_<id>.mat       one per validation image
-with <edition> 2015 or 2017, e.g. `unzip images.zip -d <manual_dir>` and
+with <edition> 2015 or 2017, e.g. `unzip <images archive> -d <manual_dir>` and
 `unzip <fixations archive> -d <manual_dir>/fixations/2017` (the archive holds train/ and val/),
 then pass download_config=tfds.download.DownloadConfig(manual_dir=<manual_dir>).
 """
@@ -98,7 +98,8 @@ def check_layout(root: str | os.PathLike, edition: str) -> None:
         raise ValueError(f"SALICON edition must be one of {EDITIONS}, got {edition!r}")
     root = Path(root)
     for split_dir in SPLIT_DIRS.values():
-        for folder, pattern in ((root / "images" / split_dir, "*.jpg"), (root / "fixations" / edition / split_dir, "*.mat")):
+        required = ((root / "images" / split_dir, "*.jpg"), (root / "fixations" / edition / split_dir, "*.mat"))
+        for folder, pattern in required:
             if not folder.is_dir() or next(folder.glob(pattern), None) is None:
                 raise FileNotFoundError(f"SALICON {edition}: no {pattern} files in {folder}.\n{INSTRUCTIONS}")
 
@@ -138,7 +139,9 @@ def load_salicon(
     return Dataset(stimuli=paths, fixations=fixations, name=f"SALICON {edition} {split}")
 
 
-def save_salicon_mat(path: str | os.PathLike, image: str, resolution: tuple[int, int], gaze: Sequence[GazeRecord]) -> None:
+def save_salicon_mat(
+    path: str | os.PathLike, image: str, resolution: tuple[int, int], gaze: Sequence[GazeRecord]
+) -> None:
     """Writes one per-image file in the release layout: ``gaze`` an (observers, 1) struct array of doubles."""
     records = np.empty((len(gaze), 1), dtype=[("location", object), ("timestamp", object), ("fixations", object)])
     for j, (location, timestamp, fixations) in enumerate(gaze):
