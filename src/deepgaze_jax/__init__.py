@@ -14,11 +14,14 @@ from deepgaze_jax.model import (
     mixture,
     save_model,
 )
+from deepgaze_jax.plotting import equal_mass_levels, expected_fixations_per_region
 from deepgaze_jax.predict import predict_density, sample_fixations
 
 __all__ = [
     "DeepGazeParams",
     "ModelConfig",
+    "equal_mass_levels",
+    "expected_fixations_per_region",
     "init_params",
     "load_model",
     "mixture",

@@ -12,6 +12,8 @@ import sys
 
 COMMANDS = {
     "predict": "deepgaze_jax.predict_cli",
+    "plot": "deepgaze_jax.plot_cli",
+    "serve": "deepgaze_jax.serve_cli",
 }
 
 
