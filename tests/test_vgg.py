@@ -65,7 +65,8 @@ def test_backbone_registry_and_tables():
 def test_weights_layout(reference):
     _, _, weights = reference
     assert len(weights) == 32 and "classifier.0.weight" not in weights
-    assert weights["features.0.weight"].shape == (3, 3, 3, 64) and weights["features.34.weight"].shape == (3, 3, 512, 512)
+    assert weights["features.0.weight"].shape == (3, 3, 3, 64)
+    assert weights["features.34.weight"].shape == (3, 3, 512, 512)
     assert all(w.dtype == np.float32 for w in weights.values())
 
 

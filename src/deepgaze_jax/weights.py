@@ -112,7 +112,16 @@ class _TensorRef:
     stride: tuple[int, ...]
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks, metadata=None):
+def _rebuild_tensor_v2(
+    storage: Any,
+    storage_offset: int,
+    size: tuple[int, ...],
+    stride: tuple[int, ...],
+    requires_grad: bool,
+    backward_hooks: Any,
+    metadata: Any = None,
+) -> _TensorRef:
+    """Stand-in for ``torch._utils._rebuild_tensor_v2``: records the view, copies nothing."""
     if not isinstance(storage, _StorageRef):
         raise pickle.UnpicklingError(f"tensor refers to {type(storage).__name__}, not a storage")
     shape, strides = tuple(int(s) for s in size), tuple(int(s) for s in stride)
@@ -121,7 +130,8 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, bac
     return _TensorRef(storage, int(storage_offset), shape, strides)
 
 
-def _rebuild_parameter(data, requires_grad, backward_hooks):
+def _rebuild_parameter(data: _TensorRef, requires_grad: bool, backward_hooks: Any) -> _TensorRef:
+    """Stand-in for ``torch._utils._rebuild_parameter``: a parameter is its tensor."""
     return data
 
 

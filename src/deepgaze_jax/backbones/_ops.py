@@ -29,6 +29,9 @@ def conv2d(
 
     ``padding`` is explicit ((top, bottom), (left, right)) zero padding; ``groups == I`` makes
     the convolution depthwise. Returns (B, H', W', O), plus ``bias`` (O,) when given.
+    Precision is JAX's default (TF32 for float32 on recent NVIDIA GPUs, about 1e-2 relative
+    drift over a deep backbone); wrap calls in ``jax.default_matmul_precision("highest")``
+    for true float32.
     """
     y = jax.lax.conv_general_dilated(
         x,
