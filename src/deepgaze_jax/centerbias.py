@@ -46,7 +46,7 @@ def resize_log_density(log_density: np.ndarray, size: tuple[int, int]) -> np.nda
     The density is resampled bilinearly (antialiased when shrinking) and renormalised.
     """
     density = np.exp(np.asarray(log_density, dtype=np.float64)).astype(np.float32)
-    resized = Image.fromarray(density, mode="F").resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    resized = Image.fromarray(density).resize((size[1], size[0]), Image.Resampling.BILINEAR)
     return log_normalize(safe_log(np.asarray(resized, dtype=np.float64))).astype(np.float32)
 
 
@@ -196,18 +196,18 @@ def leave_one_image_out_maps(fixations: Fixations, bandwidth: float, uniform_wei
     map-based metrics (AUC, NSS, ...) of the centre bias.
     """
     rx, ry = fixations.relative()
-    totals: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+    totals: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def log_density(i: int) -> np.ndarray:
         h, w = (int(s) for s in fixations.image_sizes[i])
         if (h, w) not in totals:
             rows, cols = relative_cells(ry, h), relative_cells(rx, w)
-            total = kde_grid(rows, cols, (h, w), bandwidth * h, bandwidth * w) * len(fixations)
-            totals[(h, w)] = (total, rows, cols, blur_matrix(h, bandwidth * h), blur_matrix(w, bandwidth * w))
-        total, rows, cols, k_rows, k_cols = totals[(h, w)]
-        own = fixations.n == i
-        kde = (total - k_rows[:, rows[own]] @ k_cols[:, cols[own]].T) / max(len(fixations) - int(own.sum()), 1)
-        return mixture_log_density(kde, uniform_weight)
+            totals[(h, w)] = (kde_grid(rows, cols, (h, w), bandwidth * h, bandwidth * w) * len(fixations), rows, cols)
+        total, rows, cols = totals[(h, w)]
+        own = np.flatnonzero(fixations.n == i)
+        if len(own):
+            total = total - kde_grid(rows[own], cols[own], (h, w), bandwidth * h, bandwidth * w) * len(own)
+        return mixture_log_density(total / max(len(fixations) - len(own), 1), uniform_weight)
 
     return log_density
 

@@ -72,12 +72,15 @@ def kde_grid(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], sigma_r
     """Gaussian KDE of points on an (H, W) grid: (H, W) float64 probabilities summing to 1.
 
     The points (integer cell indices ``rows``, ``cols``, (n,) each, n >= 1) are histogrammed
-    and blurred separably: ``K_rows @ hist @ K_cols.T`` with `blur_matrix` kernels (std in cells).
+    and blurred separably: ``K_rows @ hist @ K_cols.T`` with `blur_matrix` kernels (std in cells);
+    for few points, the same sum as outer products ``K_rows[:, rows] @ K_cols[:, cols].T``.
     """
+    k_rows, k_cols = blur_matrix(shape[0], sigma_rows), blur_matrix(shape[1], sigma_cols)
+    if len(rows) < min(shape):
+        return k_rows[:, rows] @ k_cols[:, cols].T / len(rows)
     hist = np.zeros(shape, dtype=np.float64)
     np.add.at(hist, (rows, cols), 1.0)
-    density = blur_matrix(shape[0], sigma_rows) @ hist @ blur_matrix(shape[1], sigma_cols).T
-    return density / len(rows)
+    return k_rows @ hist @ k_cols.T / len(rows)
 
 
 def kernel_pairs(k_rows: np.ndarray, k_cols: np.ndarray, rows_a, cols_a, rows_b, cols_b) -> np.ndarray:
@@ -119,8 +122,8 @@ def rank_auc(positives: np.ndarray, negatives: np.ndarray) -> np.ndarray:
 
     The mean over positives is the Mann-Whitney AUC (area under the ROC curve).
     """
-    negatives = np.sort(np.asarray(negatives, dtype=np.float64).reshape(-1))
-    positives = np.asarray(positives, dtype=np.float64)
+    negatives = np.sort(np.asarray(negatives).reshape(-1))
+    positives = np.asarray(positives, dtype=negatives.dtype)
     below = np.searchsorted(negatives, positives, side="left")
     not_above = np.searchsorted(negatives, positives, side="right")
     return (below + 0.5 * (not_above - below)) / len(negatives)
@@ -154,7 +157,7 @@ def auc_judd(log_density: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> flo
     and FPR = fraction of negatives >= t; the curve from (0, 0) to (1, 1) is integrated by
     trapezoids. Ties are handled exactly (the MIT code jitters the map instead).
     """
-    values = np.asarray(log_density, dtype=np.float64)
+    values = np.asarray(log_density)
     fixated = np.zeros(values.shape, dtype=bool)
     fixated[rows, cols] = True
     positives = np.sort(values[fixated])
@@ -173,10 +176,9 @@ def nss_per_fixation(log_density: np.ndarray, rows: np.ndarray, cols: np.ndarray
     (p - mean(p)) / std(p); 0 for a constant map (std 0). Unitless (standard deviations).
     """
     density = np.exp(np.asarray(log_density, dtype=np.float64))
-    std = density.std()
-    if std == 0:
+    if np.ptp(density) == 0:
         return np.zeros(len(rows))
-    return (density[rows, cols] - density.mean()) / std
+    return (density[rows, cols] - density.mean()) / density.std()
 
 
 # --- map metrics on one image --------------------------------------------------------------
@@ -186,10 +188,11 @@ def correlation_coefficient(log_density: np.ndarray, empirical: np.ndarray) -> f
     """Pearson CC between the density and the empirical map (in [-1, 1]; 0 if either is constant)."""
     a = np.exp(np.asarray(log_density, dtype=np.float64)).ravel()
     b = np.asarray(empirical, dtype=np.float64).ravel()
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0
     a = a - a.mean()
     b = b - b.mean()
-    denominator = np.sqrt((a @ a) * (b @ b))
-    return float(a @ b / denominator) if denominator > 0 else 0.0
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
 
 
 def kl_divergence_nats(empirical: np.ndarray, log_density: np.ndarray) -> float:
@@ -213,6 +216,12 @@ def similarity(log_density: np.ndarray, empirical: np.ndarray) -> float:
 
 
 # --- dataset level -------------------------------------------------------------------------
+
+
+def per_image_means(values: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """(I',) mean of per-fixation ``values`` over each image that has fixations (in index order)."""
+    counts = np.bincount(image)
+    return np.bincount(image, weights=values)[counts > 0] / counts[counts > 0]
 
 
 def _shuffled_negatives(fixations: Fixations, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -265,7 +274,7 @@ def evaluate_log_densities(
         idx = order[starts[k] : ends[k]]
         rows, cols = rows_all[idx], cols_all[idx]
         size = (int(sizes[i, 0]), int(sizes[i, 1]))
-        log_density = np.asarray(log_density_fn(int(i)), dtype=np.float64)
+        log_density = np.asarray(log_density_fn(int(i)))
         if log_density.shape != size:
             raise ValueError(f"log density of image {i} has shape {log_density.shape}, fixations say {size}")
         if size not in negatives:
@@ -285,9 +294,6 @@ def evaluate_log_densities(
         per_image["kl_nats"][k] = kl_divergence_nats(empirical, log_density)
         per_image["sim"][k] = similarity(log_density, empirical)
 
-    def image_means(values: np.ndarray) -> np.ndarray:
-        return np.bincount(fixations.n, weights=values, minlength=fixations.num_images)[images] / (ends - starts)
-
     if gold_loglik is not None:
         per_fix["gold_ll_bits"] = bits_over_uniform(gold_loglik, np.prod(sizes[fixations.n], axis=1))
     if baseline_fn is not None:
@@ -297,7 +303,7 @@ def evaluate_log_densities(
 
     result: dict = {"num_images": int(len(images)), "num_fixations": int(len(fixations))}
     for key, values in per_fix.items():
-        means = image_means(values)
+        means = per_image_means(values, fixations.n)
         result[key] = float(values.mean())
         result[f"{key}_imgavg"] = float(means.mean())
         result[f"per_image_{key}"] = means
