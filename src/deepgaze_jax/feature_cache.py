@@ -1,0 +1,182 @@
+"""The feature cache: frozen backbone grids, computed once per image and kept on disk.
+
+The backbone is frozen, so training the readout only ever needs each image's
+feature grid (`model.feature_grid`: (h / 16, w / 16, C), e.g. 24 x 32 x 432 for a
+384 x 512 working image and EfficientNet-Lite0). They are computed once, in
+batches, with the backbone jitted once per working shape, and stored as one
+``.npy`` file per image (float16 by default, bfloat16 on request; loaded as
+read-only memory maps), plus a JSON index.
+
+Every entry is keyed by a SHA-256 of the image's bytes and shape and of the
+*context*: backbone name, a fingerprint of its weights, the taps, the working
+long side and `PREPROCESSING_VERSION` (bump it when the way grids are computed
+changes). A changed image, backbone, weight file or tap list therefore gets a new
+key and only those grids are rebuilt; stale files are left for `prune` to remove.
+Files and the index are written atomically (temporary file + rename), so a build
+killed midway resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from tqdm.auto import tqdm
+
+from deepgaze_jax.model import ModelConfig, feature_grid
+
+PREPROCESSING_VERSION = 1
+INDEX_NAME = "index.json"
+INDEX_FORMAT = "deepgaze-jax-feature-cache-v1"
+STORAGE_DTYPES = {"float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
+
+
+class FeatureCacheError(RuntimeError):
+    """A cache directory that cannot be used (unreadable index, wrong format)."""
+
+
+def weights_fingerprint(weights: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 (hex) over the names, dtypes, shapes and bytes of a backbone's weights."""
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        arr = np.ascontiguousarray(np.asarray(weights[name]))
+        h.update(f"{name}:{arr.dtype}:{arr.shape};".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def cache_context(config: ModelConfig, fingerprint: str, dtype: str) -> dict:
+    """Everything besides the image that determines a cached grid."""
+    return {
+        "backbone": config.backbone,
+        "weights_sha256": fingerprint,
+        "taps": list(config.resolved_taps()),
+        "long_side": config.long_side,
+        "preprocessing_version": PREPROCESSING_VERSION,
+        "dtype": dtype,
+    }
+
+
+def entry_key(image: np.ndarray, context: dict) -> str:
+    """SHA-256 (hex) of an (h, w, 3) uint8 working image and the cache context."""
+    h = hashlib.sha256(json.dumps(context, sort_keys=True).encode())
+    h.update(f"{image.dtype}{image.shape}".encode())
+    h.update(np.ascontiguousarray(image).tobytes())
+    return h.hexdigest()
+
+
+def _read_index(directory: Path) -> dict:
+    path = directory / INDEX_NAME
+    if not path.exists():
+        return {"format": INDEX_FORMAT, "entries": {}}
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FeatureCacheError(f"cannot read the feature cache index {path}: {exc}; delete it to rebuild") from exc
+    if index.get("format") != INDEX_FORMAT:
+        raise FeatureCacheError(f"{path} is not a {INDEX_FORMAT} index (format={index.get('format')!r})")
+    return index
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def _load_entry(directory: Path, key: str, entry: dict) -> np.ndarray | None:
+    """The cached grid as a read-only memory map, or None if its file is missing or does not match."""
+    try:
+        arr = np.load(directory / f"{key}.npy", mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    dtype = STORAGE_DTYPES[entry["dtype"]]
+    if arr.shape != tuple(entry["shape"]) or arr.dtype.itemsize != dtype.itemsize:
+        return None
+    return arr.view(dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_grid(config: ModelConfig, dtype: str):
+    storage = jnp.dtype(STORAGE_DTYPES[dtype])
+    return jax.jit(lambda weights, images: feature_grid(config, weights, images).astype(storage))
+
+
+def cached_feature_grids(
+    images: Sequence[np.ndarray],
+    config: ModelConfig,
+    backbone_weights: Mapping[str, np.ndarray],
+    directory: str | os.PathLike,
+    dtype: str = "float16",
+    batch_size: int = 8,
+    progress: bool = True,
+) -> list[np.ndarray]:
+    """(h / s, w / s, C) feature grid of every working image, from the cache or computed and stored.
+
+    Args:
+      images: (h, w, 3) uint8 working images (h, w multiples of 32).
+      config: fixes backbone, taps and long side.
+      backbone_weights: the backbone's weights (fingerprinted into the keys).
+      directory: the cache directory (created if needed).
+      dtype: storage dtype, "float16" or "bfloat16".
+      batch_size: images per backbone call (missing images are grouped by shape).
+    Returns:
+      per image, a read-only memory-mapped array of ``dtype``.
+    """
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    index = _read_index(directory)
+    context = cache_context(config, weights_fingerprint(backbone_weights), dtype)
+    keys = [entry_key(np.asarray(img), context) for img in images]
+
+    grids: list[np.ndarray | None] = [
+        _load_entry(directory, key, index["entries"][key]) if key in index["entries"] else None for key in keys
+    ]
+    missing: dict[tuple[int, ...], list[int]] = {}
+    for i, grid in enumerate(grids):
+        if grid is None:
+            missing.setdefault(tuple(np.shape(images[i])), []).append(i)
+    if missing:
+        compute = _jitted_grid(config, dtype)
+        weights = jax.tree_util.tree_map(jnp.asarray, dict(backbone_weights))
+        bar = tqdm(total=sum(map(len, missing.values())), desc=f"features ({config.backbone})", unit="img",
+                   disable=not progress)
+        for shape, members in missing.items():
+            for start in range(0, len(members), batch_size):
+                chunk = members[start : start + batch_size]
+                batch = np.zeros((batch_size, *shape), np.uint8)  # fixed batch: one compilation per shape
+                for j, i in enumerate(chunk):
+                    batch[j] = images[i]
+                out = np.asarray(compute(weights, jnp.asarray(batch)))
+                for j, i in enumerate(chunk):
+                    _write_atomic(directory / f"{keys[i]}.npy", lambda f, a=out[j]: np.save(f, a.view(np.uint16)))
+                    index["entries"][keys[i]] = {"shape": list(out.shape[1:]), "dtype": dtype, "context": context}
+                    grids[i] = _load_entry(directory, keys[i], index["entries"][keys[i]])
+                _write_atomic(directory / INDEX_NAME, lambda f: f.write(json.dumps(index).encode()))
+                bar.update(len(chunk))
+        bar.close()
+    return grids  # type: ignore[return-value]
+
+
+def prune(directory: str | os.PathLike, keep: Sequence[str]) -> int:
+    """Deletes the cached grids whose keys are not in ``keep``; returns how many were removed."""
+    directory = Path(directory)
+    index = _read_index(directory)
+    keep = set(keep)
+    removed = [key for key in index["entries"] if key not in keep]
+    for key in removed:
+        (directory / f"{key}.npy").unlink(missing_ok=True)
+        del index["entries"][key]
+    _write_atomic(directory / INDEX_NAME, lambda f: f.write(json.dumps(index).encode()))
+    return len(removed)

@@ -1,0 +1,41 @@
+"""Tiny synthetic fixation data whose fixations follow feature channel 0 (for training tests)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from deepgaze_jax.data.fixations import Fixations
+from deepgaze_jax.model import ModelConfig
+
+CONFIG = ModelConfig(backbone="fake", readout_features=(4, 1), init_sigma=4.0, max_sigma=8.0)
+STRIDE = 16
+
+
+def make_data(num_images: int = 12, channels: int = 6, per_image: int = 15, seed: int = 0, portrait_every: int = 4):
+    """Feature grids, density-grid log centre biases and working-space fixations.
+
+    Landscape images are 48 x 64 working pixels (grid 3 x 4, density grid 12 x 16);
+    every ``portrait_every``-th image is 64 x 48. Returns (grids, log_centerbias, fixations):
+    lists of (h, w, C) float16 and (H, W) float32 arrays, and `Fixations`.
+    """
+    rng = np.random.default_rng(seed)
+    cell = CONFIG.cell
+    grids, log_cbs, xs, ys, ns, sizes = [], [], [], [], [], []
+    for i in range(num_images):
+        shape = (4, 3) if portrait_every and i % portrait_every == portrait_every - 1 else (3, 4)
+        grid = rng.standard_normal((*shape, channels)).astype(np.float16)
+        big = np.repeat(np.repeat(grid[..., 0].astype(np.float64), STRIDE // cell, 0), STRIDE // cell, 1)
+        p = np.exp(2.0 * big)
+        p /= p.sum()
+        flat = rng.choice(p.size, size=per_image + i % 3, p=p.ravel())
+        rows, cols = np.unravel_index(flat, p.shape)
+        ys.append((rows + rng.uniform(0, 1, len(rows))) * cell)
+        xs.append((cols + rng.uniform(0, 1, len(cols))) * cell)
+        ns.append(np.full(len(rows), i))
+        sizes.append((shape[0] * STRIDE, shape[1] * STRIDE))
+        grids.append(grid)
+        log_cbs.append(np.full(p.shape, -math.log(p.size), np.float32))
+    fixations, _ = Fixations.create(np.concatenate(xs), np.concatenate(ys), np.concatenate(ns), sizes)
+    return grids, log_cbs, fixations
