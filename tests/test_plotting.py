@@ -22,7 +22,9 @@ from deepgaze_jax.plotting import (
 def gaussian_log_density(height=60, width=80):
     """An anisotropic Gaussian centred off the pixel grid (no two pixels share a value)."""
     yy, xx = np.mgrid[0:height, 0:width]
-    log_p = -(((xx - 0.35 * width - 0.123) / (0.15 * width)) ** 2 + ((yy - 0.5 * height - 0.377) / (0.13 * width)) ** 2) / 2
+    u = (xx - 0.35 * width - 0.123) / (0.15 * width)
+    v = (yy - 0.5 * height - 0.377) / (0.13 * width)
+    log_p = -(u**2 + v**2) / 2
     return (log_p - np.log(np.exp(log_p).sum())).astype(np.float32)
 
 
@@ -77,7 +79,8 @@ def test_statistics_are_exported():
 
 def test_overlay_png(tmp_path):
     image, log_p = gradient_image(), gaussian_log_density()
-    path = save_overlay(image, log_p, tmp_path / "overlay.png", fixations=(np.array([10.5, 40.2]), np.array([5.5, 30.1])))
+    fixations = (np.array([10.5, 40.2]), np.array([5.5, 30.1]))
+    path = save_overlay(image, log_p, tmp_path / "overlay.png", fixations=fixations)
     picture = np.asarray(Image.open(path).convert("RGB"))
     assert picture.shape == image.shape  # exactly the image's pixel size
     assert picture.std() > 20
@@ -117,12 +120,14 @@ def test_ig_scatter_png(tmp_path):
         plot_ig_scatter(model, -gold, tmp_path / "bad.png")
 
 
-@pytest.fixture
-def model_file(tmp_path, monkeypatch):
-    fake_backbone.install(monkeypatch)
-    path = tmp_path / "fake_model.npz"
-    save_model(init_params(ModelConfig(backbone="fake"), jax.random.PRNGKey(0)), path)
-    return path
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A saved fake-backbone model, loadable while the fixture is active."""
+    with pytest.MonkeyPatch.context() as mp:
+        fake_backbone.install(mp)
+        path = tmp_path_factory.mktemp("model") / "fake_model.npz"
+        save_model(init_params(ModelConfig(backbone="fake"), jax.random.PRNGKey(0)), path)
+        yield path
 
 
 def test_plot_command_with_fixation_array(tmp_path, model_file):

@@ -6,9 +6,9 @@ import re
 import numpy as np
 import pytest
 import requests
+import werkzeug.formparser
 from PIL import Image
 
-import werkzeug.formparser
 from deepgaze_jax.plotting import equal_mass_levels
 from deepgaze_jax.serve import DISPLAY_SIDE, MAX_UPLOAD_BYTES, demo_image, downsample_log_density, fit_size
 from live_server import serve_fake_model
@@ -149,7 +149,8 @@ def test_pages(url):
     assert index.status_code == 200 and 'type="file"' in index.text and "http" not in index.text.replace(url, "")
     demo = requests.get(f"{url}/view?demo=1", timeout=60)
     assert demo.status_code == 200 and overlay_of(demo.text).size == (512, 384)
-    upload = requests.post(f"{url}/view", files={"image": ("big.jpg", encode(demo_image(900, 1200), "JPEG"))}, timeout=60)
+    big = encode(demo_image(900, 1200), "JPEG")
+    upload = requests.post(f"{url}/view", files={"image": ("big.jpg", big)}, timeout=60)
     assert upload.status_code == 200 and "big.jpg (1200&times;900 pixels)" in upload.text
     overlay = overlay_of(upload.text)
     assert overlay.size == (DISPLAY_SIDE, DISPLAY_SIDE * 3 // 4)

@@ -165,10 +165,8 @@ def ig_scatter_figure(model_ig: np.ndarray, gold_ig: np.ndarray) -> "Figure":
     ax.set_aspect("equal")
     ax.set_xlabel("gold standard information gain (bits/fixation)")
     ax.set_ylabel("model information gain (bits/fixation)")
-    ax.set_title(
-        f"{100 * explained_fraction(model_ig, gold_ig):.1f}% of the information gain explained ({model_ig.size} images)",
-        fontsize=10,
-    )
+    fraction = explained_fraction(model_ig, gold_ig)
+    ax.set_title(f"{100 * fraction:.1f}% of the information gain explained ({model_ig.size} images)", fontsize=10)
     return fig
 
 

@@ -112,7 +112,11 @@ def demo_image(height: int = 384, width: int = 512) -> np.ndarray:
     sky = np.stack([0.55 + 0.3 * yy, 0.7 + 0.2 * yy, np.full_like(yy, 0.95)], axis=-1)
     ground = np.stack([0.35 + 0.1 * xx, 0.5 - 0.1 * yy, np.full_like(xx, 0.25)], axis=-1)
     picture = np.where((yy > 0.62)[..., None], ground, sky)
-    discs = (((0.25, 0.55), 0.08, (0.85, 0.15, 0.1)), ((0.7, 0.45), 0.12, (0.1, 0.2, 0.7)), ((0.5, 0.2), 0.05, (1, 0.9, 0.2)))
+    discs = (  # centre (x, y), radius (fractions of the width), colour
+        ((0.25, 0.55), 0.08, (0.85, 0.15, 0.1)),
+        ((0.7, 0.45), 0.12, (0.1, 0.2, 0.7)),
+        ((0.5, 0.2), 0.05, (1, 0.9, 0.2)),
+    )
     for (cx, cy), radius, colour in discs:
         inside = ((xx - cx) * width) ** 2 + ((yy - cy) * height) ** 2 < (radius * width) ** 2
         picture[inside] = colour
