@@ -44,6 +44,40 @@ def conv2d(
     return y if bias is None else y + bias
 
 
+def depthwise_conv2d(
+    x: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array | None = None,
+    *,
+    stride: int = 1,
+    padding: Padding = ((0, 0), (0, 0)),
+) -> jax.Array:
+    """Depthwise convolution of NHWC ``x`` (B, H, W, C) with a ``(kh, kw, 1, C)`` kernel.
+
+    Computed as the sum of ``kh * kw`` shifted (strided) slices of the zero-padded input,
+    each scaled per channel, which XLA fuses into one elementwise loop. Same result as
+    `conv2d` with ``groups = C`` (to float32 rounding), but XLA:CPU lowers that grouped
+    convolution to a generic kernel that measured 15-20x slower on EfficientNet-Lite's
+    layers (see docs/benchmarks.md). Products are summed in float32.
+    """
+    kh, kw = kernel.shape[:2]
+    xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    out_h = (xp.shape[1] - kh) // stride + 1
+    out_w = (xp.shape[2] - kw) // stride + 1
+    acc = jnp.zeros((x.shape[0], out_h, out_w, x.shape[3]), jnp.float32)
+    for i in range(kh):
+        for j in range(kw):
+            window = jax.lax.slice(
+                xp,
+                (0, i, j, 0),
+                (xp.shape[0], i + stride * (out_h - 1) + 1, j + stride * (out_w - 1) + 1, xp.shape[3]),
+                (1, stride, stride, 1),
+            )
+            acc = acc + (window * kernel[i, j, 0]).astype(jnp.float32)
+    y = acc if bias is None else acc + bias
+    return y.astype(x.dtype)
+
+
 def normalise(images: jax.Array, mean: Sequence[float], std: Sequence[float], dtype: jnp.dtype) -> jax.Array:
     """``(images - mean) / std`` per RGB channel, in ``dtype``; images (B, H, W, 3) in 0..255."""
     mean_, std_ = np.asarray(mean, np.float32), np.asarray(std, np.float32)

@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from deepgaze_jax.backbones import Backbone, Weights
-from deepgaze_jax.backbones._ops import cast, conv2d, hwio, normalise, resolve_taps
+from deepgaze_jax.backbones._ops import cast, conv2d, depthwise_conv2d, hwio, normalise, resolve_taps
 from deepgaze_jax.weights import WeightsError, read_pth
 
 MEAN = (127.0, 127.0, 127.0)
@@ -204,17 +204,19 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def _conv(x: jax.Array, weights: Weights, name: str, stride: int = 1, groups: int = 1) -> jax.Array:
+def _conv(x: jax.Array, weights: Weights, name: str, stride: int = 1, depthwise: bool = False) -> jax.Array:
     """Folded conv ``name`` with TF "same" padding."""
     kernel = weights[f"{name}.weight"]
     padding = [_same_padding(n, k, stride) for n, k in zip(x.shape[1:3], kernel.shape[:2])]
-    return conv2d(x, kernel, weights[f"{name}.bias"], stride=stride, padding=padding, groups=groups)
+    if depthwise:
+        return depthwise_conv2d(x, kernel, weights[f"{name}.bias"], stride=stride, padding=padding)
+    return conv2d(x, kernel, weights[f"{name}.bias"], stride=stride, padding=padding)
 
 
 def _mbconv(x: jax.Array, weights: Weights, index: int, block: Block) -> jax.Array:
     name = f"_blocks.{index}"
     h = jax.nn.relu6(_conv(x, weights, f"{name}._expand_conv")) if block.expand != 1 else x
-    h = jax.nn.relu6(_conv(h, weights, f"{name}._depthwise_conv", block.stride, groups=h.shape[-1]))
+    h = jax.nn.relu6(_conv(h, weights, f"{name}._depthwise_conv", block.stride, depthwise=True))
     h = _conv(h, weights, f"{name}._project_conv")
     return h + x if block.stride == 1 and block.cin == block.cout else h
 
