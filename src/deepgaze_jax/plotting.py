@@ -75,8 +75,8 @@ def _show_image(ax, image: np.ndarray, title: str | None) -> None:
 def draw_density(ax, image: np.ndarray, log_density: np.ndarray, fixations=None, title: str | None = None) -> None:
     """Image with the density as a heat map and equal-mass contour lines (paper fig. 5).
 
-    The heat map's opacity grows with the density, so low-density parts of the image stay
-    visible. The contours are traced on the log density smoothed by a Gaussian of
+    The heat map's opacity grows with the density above its minimum, so low-density parts
+    of the image, and all of it under a uniform density, stay visible. The contours are traced on the log density smoothed by a Gaussian of
     `CONTOUR_SMOOTHING` times the longer side (which hides the staircase of a density
     computed on coarse cells); their levels are those of the unsmoothed density.
     ``fixations``: optional (x, y) arrays drawn as dots.
@@ -88,7 +88,7 @@ def draw_density(ax, image: np.ndarray, log_density: np.ndarray, fixations=None,
     log_density = np.asarray(log_density, np.float64)
     relative = np.exp(log_density - log_density.max())
     heat = colormaps["magma"](relative)
-    heat[..., 3] = 0.6 * relative
+    heat[..., 3] = 0.6 * (relative - relative.min())
     _show_image(ax, image, title)
     ax.imshow(heat, extent=(0, w, h, 0), interpolation="bilinear")
     levels = np.unique(equal_mass_levels(log_density))
