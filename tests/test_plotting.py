@@ -88,6 +88,11 @@ def test_overlay_png(tmp_path):
         assert count_colour(path, colour) > 10, colour
 
 
+def test_overlay_needs_a_density_of_the_image_size(tmp_path):
+    with pytest.raises(ValueError, match="shape"):
+        save_overlay(gradient_image(), gaussian_log_density(30, 40), tmp_path / "bad.png")
+
+
 def test_overlay_of_uniform_density_has_no_contours(tmp_path):
     image = gradient_image()
     path = save_overlay(image, np.full((60, 80), -np.log(4800), np.float32), tmp_path / "uniform.png")

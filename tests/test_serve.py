@@ -75,7 +75,7 @@ def test_downsample_is_normalised_where_the_density_underflows():
     assert abs(logsumexp(small)) < 1e-6
 
 
-@pytest.mark.parametrize("query", ["?max_side=0", "?max_side=abc", "?max_side=-3"])
+@pytest.mark.parametrize("query", ["?max_side=0", "?max_side=abc", "?max_side=-3", "?max_side=%C2%B2"])
 def test_bad_max_side(url, query):
     reply = post_density(url, encode(random_image(32, 32)), query)
     assert reply.status_code == 400 and "max_side" in reply.json()["error"]

@@ -76,16 +76,19 @@ def draw_density(ax, image: np.ndarray, log_density: np.ndarray, fixations=None,
     """Image with the density as a heat map and equal-mass contour lines (paper fig. 5).
 
     The heat map's opacity grows with the density above its minimum, so low-density parts
-    of the image, and all of it under a uniform density, stay visible. The contours are traced on the log density smoothed by a Gaussian of
-    `CONTOUR_SMOOTHING` times the longer side (which hides the staircase of a density
-    computed on coarse cells); their levels are those of the unsmoothed density.
-    ``fixations``: optional (x, y) arrays drawn as dots.
+    of the image, and all of it under a uniform density, stay visible. The contours are
+    traced on the log density smoothed by a Gaussian of `CONTOUR_SMOOTHING` times the
+    longer side (which hides the staircase of a density computed on coarse cells); their
+    levels are those of the unsmoothed density. ``fixations``: optional (x, y) arrays
+    drawn as dots.
     """
     from matplotlib import colormaps, patheffects
     from scipy.ndimage import gaussian_filter
 
     h, w = image.shape[:2]
     log_density = np.asarray(log_density, np.float64)
+    if log_density.shape != (h, w):
+        raise ValueError(f"log density of shape {log_density.shape} for an image of {h}x{w} pixels")
     relative = np.exp(log_density - log_density.max())
     heat = colormaps["magma"](relative)
     heat[..., 3] = 0.6 * (relative - relative.min())

@@ -127,9 +127,13 @@ def _max_side_argument() -> int | None:
     raw = request.args.get("max_side")
     if raw is None:
         return None
-    if not raw.isdigit() or int(raw) < 1:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
         raise ServiceError(400, f"max_side must be a positive integer, got {raw!r}")
-    return int(raw)
+    return value
 
 
 def _uploaded_bytes() -> bytes:
@@ -152,6 +156,9 @@ def create_app(
         with model_lock:
             return predict_density(model, image)
 
+    def page(**fields) -> str:
+        return render_template_string(PAGE, max_mb=max_upload_bytes / 2**20, max_mp=max_pixels / 1e6, **fields)
+
     def result_page(image: np.ndarray, name: str) -> str:
         log_density = density(image)
         size = fit_size(image.shape[:2], DISPLAY_SIDE)
@@ -159,15 +166,12 @@ def create_app(
             png = plotting.render_png(
                 plotting.overlay_figure(images.resize(image, size), downsample_log_density(log_density, size))
             )
-        return render_template_string(
-            PAGE,
+        return page(
             name=name,
             height=image.shape[0],
             width=image.shape[1],
             overlay=base64.b64encode(png).decode("ascii"),
             colors=plotting.CONTOUR_COLORS,
-            max_mb=max_upload_bytes / 2**20,
-            max_mp=max_pixels / 1e6,
         )
 
     @app.errorhandler(ServiceError)
@@ -184,12 +188,11 @@ def create_app(
     def error_response(status: int, message: str):
         if request.path.startswith("/api/") or request.path == "/healthz":
             return jsonify(error=message, status=status), status
-        page = render_template_string(PAGE, error=message, max_mb=max_upload_bytes / 2**20, max_mp=max_pixels / 1e6)
-        return page, status
+        return page(error=message), status
 
     @app.get("/")
     def index():
-        return render_template_string(PAGE, max_mb=max_upload_bytes / 2**20, max_mp=max_pixels / 1e6)
+        return page()
 
     @app.get("/view")
     def view_demo():
