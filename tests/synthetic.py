@@ -37,5 +37,6 @@ def make_data(num_images: int = 12, channels: int = 6, per_image: int = 15, seed
         sizes.append((shape[0] * STRIDE, shape[1] * STRIDE))
         grids.append(grid)
         log_cbs.append(np.full(p.shape, -math.log(p.size), np.float32))
-    fixations, _ = Fixations.create(np.concatenate(xs), np.concatenate(ys), np.concatenate(ns), sizes)
+    n = np.concatenate(ns)
+    fixations, _ = Fixations.create(np.concatenate(xs), np.concatenate(ys), n, sizes, subject=np.arange(len(n)) % 3)
     return grids, log_cbs, fixations

@@ -1,0 +1,1 @@
+"""Scripts that reproduce the paper's experiments (thin: configuration and calls into deepgaze_jax)."""

@@ -1,0 +1,49 @@
+"""Configurations and command-line options shared by the experiments."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from deepgaze_jax.backbones import BACKBONES
+from deepgaze_jax.model import ModelConfig
+from deepgaze_jax.readout import LINEAR_FEATURES, PAPER_FEATURES
+from deepgaze_jax.training import TrainConfig
+
+READOUTS = {"paper": PAPER_FEATURES, "linear": LINEAR_FEATURES}
+DEFAULT_CACHE_DIR = Path("cache/features")
+
+
+def model_config(backbone: str = "efficientnet_lite0", readout: str = "paper") -> ModelConfig:
+    """The paper's model on ``backbone`` with the paper's (16-32-2-1) or a linear (DeepGaze I) readout."""
+    return ModelConfig(backbone=backbone, readout_features=READOUTS[readout])
+
+
+def add_model_and_training_args(parser: argparse.ArgumentParser) -> None:
+    """--backbone, --readout, --optimizer, --max-epochs, --seed, --cache-dir, --batch-size, --learning-rate."""
+    parser.add_argument("--backbone", default="efficientnet_lite0", choices=BACKBONES)
+    parser.add_argument("--readout", default="paper", choices=sorted(READOUTS), help="paper 16-32-2-1 or linear (DeepGaze I)")
+    parser.add_argument("--optimizer", default="lbfgs", choices=("lbfgs", "adam"))
+    parser.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
+    parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate, help="Adam only")
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="Adam only: images per step")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="feature cache directory")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        optimizer=args.optimizer,
+        max_epochs=args.max_epochs,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    for noisy in ("absl", "orbax", "jax"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,83 @@
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from deepgaze_jax import crossvalidation as cv
+from deepgaze_jax.model import load_model
+from deepgaze_jax.training import TrainConfig
+from synthetic import CONFIG, make_data
+
+TRAIN = TrainConfig(max_epochs=3)
+
+
+def test_fold_assignment_is_seeded_balanced_and_complete():
+    folds = cv.fold_assignment(103, 10, seed=0)
+    assert np.array_equal(folds, cv.fold_assignment(103, 10, seed=0))
+    assert not np.array_equal(folds, cv.fold_assignment(103, 10, seed=1))
+    assert sorted(np.bincount(folds)) == [10] * 7 + [11] * 3
+    with pytest.raises(ValueError):
+        cv.fold_assignment(5, 10)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    grids, _, fixations = make_data(num_images=12)
+    workdir = tmp_path_factory.mktemp("cv")
+    data = cv.FoldData(grids, fixations)
+    combined = cv.run_crossvalidation(data, CONFIG, TRAIN, workdir, num_folds=3, seed=0, log=lambda _: None)
+    return data, workdir, combined
+
+
+def test_every_image_is_predicted_by_the_model_that_never_saw_it(finished):
+    data, workdir, combined = finished
+    folds = cv.fold_assignment(12, 3, 0)
+    heldout = cv.load_heldout(workdir, 3)
+    assert sorted(heldout) == list(range(12))
+    for k in range(3):
+        model = load_model(workdir / f"fold_{k}" / "model.npz", backbone_weights={})
+        log_cbs = cv.centerbias_grids(np.asarray(model.centerbias), data.fixations, CONFIG.cell)
+        variables = jax.tree_util.tree_map(lambda x: x[0], model.head)
+        for i in np.flatnonzero(folds == k):
+            pred = cv.predict_grids(CONFIG, variables, [data.grids[i]], [log_cbs[i]])[0]
+            np.testing.assert_allclose(pred, heldout[int(i)], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(np.logaddexp.reduce(pred.ravel()), 0.0, atol=1e-4)
+    assert combined.num_components == 3
+    assert load_model(workdir / "mixture.npz", backbone_weights={}).num_components == 3
+
+
+def test_rerun_skips_finished_folds_and_resumes_unfinished(finished):
+    data, workdir, _ = finished
+    before = cv.load_heldout(workdir, 3)
+    (workdir / "fold_1" / "heldout.npz").unlink()  # as if killed after fold 1's last checkpoint
+    lines = []
+    cv.run_crossvalidation(data, CONFIG, TRAIN, workdir, num_folds=3, seed=0, log=lines.append)
+    assert "fold 0: done, skipping" in lines and "fold 2: done, skipping" in lines
+    assert any(line.startswith("fold 1: resuming from epoch 3") for line in lines)
+    after = cv.load_heldout(workdir, 3)
+    for i in before:
+        np.testing.assert_array_equal(before[i], after[i])
+
+
+def test_a_different_run_in_the_same_workdir_is_refused(finished):
+    data, workdir, _ = finished
+    with pytest.raises(ValueError, match="different crossvalidation run"):
+        cv.run_crossvalidation(data, CONFIG, TrainConfig(max_epochs=4), workdir, num_folds=3, seed=0, log=lambda _: None)
+
+
+def test_report_scores_per_fold_overall_and_paper_subset(finished):
+    data, workdir, _ = finished
+    original = np.tile([768, 1024], (12, 1))
+    original[::2] = [600, 800]
+    report = cv.crossval_report(workdir, data.fixations, original, CONFIG.cell, num_folds=3, seed=0, progress=False)
+    overall = report["overall"]
+    assert overall["num_images"] == 12 and overall["num_fixations"] == len(data.fixations)
+    assert report["paper_subset_1024x768"]["num_images"] == 6
+    assert sum(f["num_fixations"] for f in report["folds"]) == len(data.fixations)
+    np.testing.assert_allclose(overall["ig_bits"], overall["ll_bits"] - overall["baseline_ll_bits"])
+    assert overall["ll_bits"] > 0.1  # fixations follow feature channel 0
+    assert 0.5 < overall["auc"] <= 1.0
+    json.dumps(report, default=float)
+    text = cv.report_markdown(report, "synthetic")
+    assert "| **all images** | 12 |" in text and "| fold 2 |" in text
