@@ -26,12 +26,7 @@ from PIL import Image
 from scipy.special import logsumexp
 
 from deepgaze_jax.data.fixations import Fixations
-from deepgaze_jax.metrics import blur_matrix, kde_grid, kernel_pairs, log_normalize, safe_log
-
-
-def relative_cells(relative: np.ndarray, n: int) -> np.ndarray:
-    """Cell indices (int64) of relative coordinates in [0, 1) on a grid of ``n`` cells."""
-    return np.minimum(np.floor(np.asarray(relative) * n).astype(np.int64), n - 1)
+from deepgaze_jax.metrics import blur_matrix, kde_grid, kernel_pairs, log_normalize, relative_cells, safe_log
 
 
 def mixture_log_density(kde: np.ndarray, uniform_weight: float) -> np.ndarray:
@@ -184,8 +179,8 @@ def uniform_log_density(fixations: Fixations) -> np.ndarray:
 def leave_one_image_out(fixations: Fixations, bandwidth: float, uniform_weight: float) -> np.ndarray:
     """(N,) float64 log density (nats per pixel) of each fixation under the centre bias of the other images."""
     return np.logaddexp(
-        np.log1p(-uniform_weight) + safe_log(_loo_kde(fixations, bandwidth)),
-        np.log(uniform_weight) + uniform_log_density(fixations),
+        safe_log(1.0 - uniform_weight) + safe_log(_loo_kde(fixations, bandwidth)),
+        safe_log(uniform_weight) + uniform_log_density(fixations),
     )
 
 
@@ -213,7 +208,8 @@ def leave_one_image_out_maps(fixations: Fixations, bandwidth: float, uniform_wei
 
 
 def fit_center_bias(fixations: Fixations, bandwidth_bounds: tuple[float, float] = (0.005, 0.5)) -> CenterBias:
-    """Centre bias with bandwidth and uniform weight maximising the leave-one-image-out likelihood."""
+    """The centre bias of all ``fixations``, with the bandwidth (searched within ``bandwidth_bounds``,
+    relative units) and uniform weight that maximise the leave-one-image-out likelihood."""
     uniform = uniform_log_density(fixations)
     bandwidth, weights, _ = fit_bandwidth(
         lambda b: np.stack([safe_log(_loo_kde(fixations, b)), uniform], axis=1), bandwidth_bounds

@@ -10,10 +10,10 @@ Conventions:
   * Map metrics (AUC, NSS, CC, KL, SIM) are computed on the density ``p = exp(log_density)``
     itself (not a metric-specific saliency map).
 
-The grid primitives (`log_normalize`, `blur_matrix`, `kde_grid`, `kernel_pairs`) are the one
-Gaussian KDE on a pixel grid used by the centre bias, the gold standard and the empirical
-fixation maps: a histogram of fixations blurred by a separable Gaussian with *reflecting*
-boundaries, so no probability mass leaves the image.
+The grid primitives (`log_normalize`, `blur_matrix`, `relative_cells`, `kde_grid`,
+`kernel_pairs`) are the one Gaussian KDE on a pixel grid used by the centre bias, the gold
+standard and the empirical fixation maps: a histogram of fixations blurred by a separable
+Gaussian with *reflecting* boundaries, so no probability mass leaves the image.
 """
 
 from __future__ import annotations
@@ -66,6 +66,11 @@ def blur_matrix(n: int, sigma: float) -> np.ndarray:
     histogram ``h`` along its first axis. Cached and read-only.
     """
     return _blur_matrix(int(n), float(sigma))
+
+
+def relative_cells(relative: np.ndarray, n: int) -> np.ndarray:
+    """Cell indices (int64) of relative coordinates in [0, 1) on a grid of ``n`` cells."""
+    return np.minimum(np.floor(np.asarray(relative) * n).astype(np.int64), n - 1)
 
 
 def kde_grid(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], sigma_rows: float, sigma_cols: float) -> np.ndarray:
@@ -192,7 +197,7 @@ def correlation_coefficient(log_density: np.ndarray, empirical: np.ndarray) -> f
         return 0.0
     a = a - a.mean()
     b = b - b.mean()
-    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
 
 
 def kl_divergence_nats(empirical: np.ndarray, log_density: np.ndarray) -> float:
@@ -227,9 +232,7 @@ def per_image_means(values: np.ndarray, image: np.ndarray) -> np.ndarray:
 def _shuffled_negatives(fixations: Fixations, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Pixel indices of *all* fixations at image size ``size``, by relative coordinates."""
     rx, ry = fixations.relative()
-    rows = np.minimum(np.floor(ry * size[0]).astype(np.int64), size[0] - 1)
-    cols = np.minimum(np.floor(rx * size[1]).astype(np.int64), size[1] - 1)
-    return rows, cols
+    return relative_cells(ry, size[0]), relative_cells(rx, size[1])
 
 
 def evaluate_log_densities(
