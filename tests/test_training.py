@@ -69,7 +69,10 @@ def test_padding_images_do_not_change_the_loss(data):
     steps = T.make_steps(CONFIG, T.TrainConfig())
     state = T.create_train_state(CONFIG, T.TrainConfig(), stats)
     padded = tuple(
-        T.ShapeGroup(*(jnp.concatenate([a, jnp.ones_like(a[:3])]) for a in (g.grids, g.log_centerbias)), jnp.concatenate([g.counts, jnp.zeros_like(g.counts[:3])]))
+        T.ShapeGroup(
+            *(jnp.concatenate([a, jnp.ones_like(a[:3])]) for a in (g.grids, g.log_centerbias)),
+            *(jnp.concatenate([a, jnp.zeros_like(a[:3])]) for a in (g.counts, g.valid)),
+        )
         for g in train
     )
     np.testing.assert_allclose(steps.loss(state.params, stats, padded), steps.loss(state.params, stats, train), rtol=1e-6)

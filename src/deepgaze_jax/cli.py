@@ -1,4 +1,4 @@
-"""The ``deepgaze-jax`` command line: predict, evaluate, plot, serve.
+"""deepgaze-jax command line: predict, evaluate, plot, serve.
 
 Each subcommand lives in the module that implements it, which exposes
 ``add_parser(subparsers)``; the parser's ``func(args) -> int`` runs it.

@@ -18,6 +18,7 @@ ten crossvalidation models:  p(x) = (1/M) sum_m p_m(x).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -123,11 +124,16 @@ class DeepGazeParams:
         return int(jax.tree_util.tree_leaves(self.head)[0].shape[0])
 
 
-def feature_grid(config: ModelConfig, backbone_weights, images: jnp.ndarray) -> jnp.ndarray:
-    """(B, h, w, 3) 0..255 RGB working images -> (B, h / stride, w / stride, C) concatenated taps."""
+def feature_grid(config: ModelConfig, backbone_weights, images: jnp.ndarray, dtype=jnp.float32) -> jnp.ndarray:
+    """(B, h, w, 3) 0..255 RGB working images -> (B, h / stride, w / stride, C) concatenated taps.
+
+    ``dtype`` is the backbone's compute dtype (e.g. ``jnp.bfloat16``, for backbones that take
+    ``dtype=``); the grid is float32 either way.
+    """
     backbone = config.get_backbone()
     taps = config.resolved_taps()
-    feats = backbone.features(backbone_weights, images.astype(jnp.float32), taps)
+    options = {} if jnp.dtype(dtype) == jnp.float32 else {"dtype": jnp.dtype(dtype)}
+    feats = backbone.features(backbone_weights, images.astype(jnp.float32), taps, **options)
     stride = config.grid_stride()
     b, h, w = images.shape[0], images.shape[1] // stride, images.shape[2] // stride
     return jnp.concatenate(
@@ -157,10 +163,15 @@ def head_log_density(config: ModelConfig, head, grid: jnp.ndarray, log_centerbia
     return jax.nn.logsumexp(per_component, axis=0) - math.log(per_component.shape[0])
 
 
-@jax.jit
-def log_density_grid(params: DeepGazeParams, images: jnp.ndarray, log_centerbias: jnp.ndarray) -> jnp.ndarray:
-    """(B, h, w, 3) working images, (B, H, W) log centre bias -> (B, H, W) log density over cells."""
-    grid = feature_grid(params.config, params.backbone_weights, images)
+@functools.partial(jax.jit, static_argnames="backbone_dtype")
+def log_density_grid(
+    params: DeepGazeParams, images: jnp.ndarray, log_centerbias: jnp.ndarray, backbone_dtype=jnp.float32
+) -> jnp.ndarray:
+    """(B, h, w, 3) working images, (B, H, W) log centre bias -> (B, H, W) log density over cells.
+
+    ``backbone_dtype`` (static): the backbone's compute dtype; the head always runs in float32.
+    """
+    grid = feature_grid(params.config, params.backbone_weights, images, backbone_dtype)
     return head_log_density(params.config, params.head, grid, log_centerbias)
 
 

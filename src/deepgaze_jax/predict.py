@@ -32,9 +32,10 @@ CenterBiasLike = Union[None, str, np.ndarray]
 
 
 def _normalise(log_values: np.ndarray) -> np.ndarray:
-    shifted = log_values.astype(np.float64)
-    shifted -= shifted.max()
-    return (shifted - np.log(np.exp(shifted).sum())).astype(np.float32)
+    """float32 ``log_values - logsumexp(log_values)``; the sum of exponentials is accumulated in float64."""
+    log_values = log_values.astype(np.float32, copy=False)
+    peak = log_values.max()
+    return log_values - np.float32(peak + np.log(np.exp(log_values - peak).sum(dtype=np.float64)))
 
 
 def _resample(log_density: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -67,6 +68,7 @@ def predict_density(
     img: Union[ImageLike, Sequence[ImageLike]],
     centerbias: CenterBiasLike = None,
     batch_size: int = 8,
+    backbone_dtype=jnp.float32,
 ) -> Union[np.ndarray, list[np.ndarray]]:
     """Fixation log density for one image or many.
 
@@ -78,6 +80,9 @@ def predict_density(
         ``"uniform"`` forces a uniform prior; a 2-D array is taken as a log density over
         the image (any resolution, resized to each image).
       batch_size: images per forward pass.
+      backbone_dtype: the backbone's compute dtype. ``jnp.bfloat16`` is faster on GPUs but
+        moves the density (docs/benchmarks.md gives max |Δ log p| and KL per backbone);
+        float32 is the default and the faster one on CPUs.
 
     Returns:
       (H, W) float32 log density in nats per pixel with logsumexp = 0, for one image; a
@@ -103,7 +108,9 @@ def predict_density(
             chunk = members[start : start + batch_size]
             padded = min(batch_size, 1 << (len(chunk) - 1).bit_length())
             batch = np.stack([working[i] for i in chunk] + [working[chunk[0]]] * (padded - len(chunk)))
-            out = log_density_grid(params, jnp.asarray(batch), jnp.broadcast_to(log_cb, (padded, *grid_shape)))
+            out = log_density_grid(
+                params, jnp.asarray(batch), jnp.broadcast_to(log_cb, (padded, *grid_shape)), jnp.dtype(backbone_dtype)
+            )
             for j, i in enumerate(chunk):
                 if tuple(originals[i]) == tuple(shape):
                     results[i] = np.asarray(_expand(out[j], config.cell))

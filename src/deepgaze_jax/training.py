@@ -111,11 +111,13 @@ class ShapeGroup:
       grids: (N, h, w, C) feature grids (float16, bfloat16 or float32).
       log_centerbias: (N, H, W) float32 log centre-bias density on the density grid.
       counts: (N, H, W) float32 number of fixations in each cell (all zero for padding images).
+      valid: (N,) bool, False for the images that only pad N to a multiple of the device count.
     """
 
     grids: jnp.ndarray
     log_centerbias: jnp.ndarray
     counts: jnp.ndarray
+    valid: jnp.ndarray
 
     @property
     def num_images(self) -> int:
@@ -176,9 +178,8 @@ def make_groups(
         cb_arr[len(members):] = cb_arr[0]
         counts = np.zeros((len(members) + pad, *cb_shape), np.float32)
         counts[: len(members)] = fixation_counts(fixations, members, cb_shape, cell)
-        groups.append(
-            ShapeGroup(*(jax.device_put(a, sharding) for a in (grid_arr, cb_arr, counts)))
-        )
+        valid = np.arange(len(members) + pad) < len(members)
+        groups.append(ShapeGroup(*(jax.device_put(a, sharding) for a in (grid_arr, cb_arr, counts, valid))))
     return tuple(groups)
 
 
@@ -334,8 +335,8 @@ def make_steps(config: ModelConfig, train_config: TrainConfig, mesh: Mesh | None
     @functools.partial(jax.jit, static_argnames="group_index")
     def adam_step(params, opt_state, stats, groups, group_index, indices, weights):
         batch = tuple(
-            ShapeGroup(g.grids[indices], g.log_centerbias[indices], g.counts[indices] * weights[:, None, None])
-            if k == group_index else ShapeGroup(g.grids[:0], g.log_centerbias[:0], g.counts[:0])
+            ShapeGroup(g.grids[indices], g.log_centerbias[indices], g.counts[indices] * weights[:, None, None], g.valid[indices])
+            if k == group_index else jax.tree_util.tree_map(lambda a: a[:0], g)
             for k, g in enumerate(groups)
         )
         grad = jax.grad(loss)(params, stats, batch)
@@ -367,18 +368,19 @@ def make_steps(config: ModelConfig, train_config: TrainConfig, mesh: Mesh | None
 
 
 def minibatches(groups: Sequence[ShapeGroup], batch_size: int, multiple: int, key: jax.Array):
-    """Yields (group index, (B,) int32 image indices, (B,) float32 weights) covering every image once.
+    """Yields (group index, (B,) int32 image indices, (B,) float32 weights) covering every valid image once.
 
-    Images are shuffled within each group and the batches of all groups interleaved
-    at random; the last batch of a group is padded with weight-0 images so that B
-    (``batch_size`` rounded up to ``multiple``) is fixed (one compilation per group).
-    Images whose counts are all zero (padding) are still visited but contribute nothing.
+    The valid images are shuffled within each group and the batches of all groups
+    interleaved at random; the last batch of a group is padded with weight-0 images so
+    that B (``batch_size`` rounded up to ``multiple``) is fixed (one compilation per
+    group). The batches do not depend on the device count when ``multiple`` divides
+    ``batch_size``.
     """
     size = -(-batch_size // multiple) * multiple
     rng = np.random.default_rng(np.asarray(key, np.uint32))
     batches = []
     for k, group in enumerate(groups):
-        order = rng.permutation(group.num_images)
+        order = rng.permutation(np.flatnonzero(np.asarray(group.valid)))
         for start in range(0, len(order), size):
             idx = order[start : start + size]
             weights = np.zeros(size, np.float32)
