@@ -1,0 +1,259 @@
+"""Inference speed: `predict_density` on 1024x768 images, JAX vs the PyTorch reference.
+
+For each backbone (EfficientNet-Lite0/2 with their ImageNet weights; VGG-19 with random
+weights in torchvision's layout, as the real ones are not available offline — speed does
+not depend on the values) and each batch size, one fresh process measures:
+
+* images/s of the whole `predict_density` call on a list of B random 1024x768 uint8 images
+  (decoding excluded; working-size resize, model, resampling to 1024x768 included), median
+  and range over the timed calls after one warm-up call;
+* the process's peak RSS (MiB), so peaks of different configurations never mix;
+* the first call's tracing + compilation time (JAX monitoring events) and the number of
+  XLA compilations in the timed calls (must be 0);
+
+and the same for `benchmarks.torch_reference.Pipeline` (torch's own threads, default
+settings). JAX is also run with ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=dot``
+(XLA:CPU's YNNPACK fusion for dots). A second table counts compilations over images of
+different sizes, and a third compares the densities of the two pipelines and of a
+bfloat16 backbone against float32.
+
+    python -m benchmarks.inference [--backbones efficientnet_lite0,vgg19] [--batches 1,2,4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import numpy as np
+
+from benchmarks import YNN_DOT_FLAG, CompileCounter, isolated, machine_line, measure, table, with_xla_flag
+
+BACKBONES = ("efficientnet_lite0", "efficientnet_lite2", "vgg19")
+BATCHES = {"efficientnet_lite0": (1, 2, 4, 8), "efficientnet_lite2": (1, 2, 4, 8), "vgg19": (1, 2)}
+IMAGE_SHAPE = (768, 1024)  # (H, W): MIT1003's landscape size; working size 384 x 512
+SHORT = {"efficientnet_lite0": "Lite0", "efficientnet_lite2": "Lite2", "vgg19": "VGG-19"}
+
+
+def vgg19_random_weights(seed: int = 0) -> dict[str, np.ndarray]:
+    """He-initialised VGG-19 ``features`` weights in `vgg.load_weights`'s layout (HWIO kernels)."""
+    from deepgaze_jax.backbones import vgg
+
+    rng = np.random.default_rng(seed)
+    weights, channels = {}, 3
+    for name, index, _, width in vgg.LAYERS:
+        if name.startswith("conv"):
+            std = math.sqrt(2.0 / (9 * channels))
+            weights[f"features.{index}.weight"] = (rng.standard_normal((3, 3, channels, width)) * std).astype(np.float32)
+            weights[f"features.{index}.bias"] = rng.uniform(-0.1, 0.1, width).astype(np.float32)
+            channels = width
+    return weights
+
+
+def benchmark_model(backbone: str):
+    """A `DeepGazeParams` with a random head and a Gaussian centre-bias template (seeded)."""
+    import jax
+
+    from deepgaze_jax.model import ModelConfig, get_backbone, init_params
+
+    weights = vgg19_random_weights() if backbone == "vgg19" else get_backbone(backbone).load_weights()
+    yy, xx = np.mgrid[0:64, 0:64] / 63.0 - 0.5
+    template = (-(xx**2) / 0.08 - yy**2 / 0.05).astype(np.float32)
+    return init_params(ModelConfig(backbone=backbone), jax.random.PRNGKey(0), backbone_weights=weights, centerbias=template)
+
+
+def random_images(count: int, shape: tuple[int, int] = IMAGE_SHAPE, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (*shape, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def jax_run(backbone: str, batch: int, repeat: int, min_seconds: float = 0.0) -> dict:
+    """`predict_density` on ``batch`` images per call (run by `isolated`)."""
+    from deepgaze_jax.predict import predict_density
+
+    counter = CompileCounter.get()
+    params = benchmark_model(backbone)
+    images = random_images(batch)
+    counter.reset()
+    start = time.perf_counter()
+    predict_density(params, images, batch_size=batch)
+    first = time.perf_counter() - start
+    compile_seconds = counter.seconds
+    counter.reset()
+    timing = measure(lambda: predict_density(params, images, batch_size=batch), repeat, 1, min_seconds)
+    return {"times": timing.to_json(), "first_s": first, "compile_s": compile_seconds, "steady_compiles": counter.compiles}
+
+
+def torch_run(backbone: str, batch: int, repeat: int, min_seconds: float = 0.0) -> dict:
+    """`torch_reference.Pipeline` on ``batch`` images per call (run by `isolated`)."""
+    import torch
+
+    from benchmarks.torch_reference import Pipeline
+    from deepgaze_jax.images import working_size
+
+    pipeline = Pipeline(benchmark_model(backbone), working_size(*IMAGE_SHAPE))
+    images = random_images(batch)
+    start = time.perf_counter()
+    pipeline(images)
+    first = time.perf_counter() - start
+    timing = measure(lambda: pipeline(images), repeat, 1, min_seconds)
+    return {"times": timing.to_json(), "first_s": first, "threads": torch.get_num_threads()}
+
+
+def recompile_run(backbone: str = "efficientnet_lite0") -> dict:
+    """Compilations triggered by each `predict_density` call over a sequence of image sizes."""
+    from deepgaze_jax.images import working_size
+    from deepgaze_jax.predict import predict_density
+
+    counter = CompileCounter.get()
+    params = benchmark_model(backbone)
+    rows = []
+    for shape in [(768, 1024), (768, 1024), (750, 1000), (600, 800), (480, 640), (1024, 768), (700, 1024), (768, 1024)]:
+        counter.reset()
+        start = time.perf_counter()
+        predict_density(params, random_images(1, shape)[0])
+        rows.append([shape, working_size(*shape), counter.compiles, time.perf_counter() - start])
+    return {"rows": rows}
+
+
+def agreement_run(backbone: str = "efficientnet_lite0") -> dict:
+    """max |log p_a - log p_b| and KL(p_a || p_b) of JAX float32 vs torch, and of JAX bfloat16 vs float32."""
+    import jax.numpy as jnp
+
+    from benchmarks.torch_reference import Pipeline
+    from deepgaze_jax.images import working_size
+    from deepgaze_jax.predict import predict_density
+
+    params = benchmark_model(backbone)
+    images = _test_images()
+    f32 = predict_density(params, images)
+    bf16 = predict_density(params, images, backbone_dtype=jnp.bfloat16)
+    torch_out = Pipeline(params, working_size(*IMAGE_SHAPE))(images)
+    return {"torch": _differences(f32, torch_out), "bfloat16": _differences(f32, bf16), "images": len(images)}
+
+
+def _test_images() -> list[np.ndarray]:
+    """Up to 4 real 1024x768 MIT1003 photos if the dataset is there, else random images."""
+    from deepgaze_jax.data.datasets import find_mit1003_root
+    from deepgaze_jax.images import to_rgb_uint8
+
+    try:
+        paths = sorted(find_mit1003_root().glob("stimuli/*.jpg"))
+    except (FileNotFoundError, ValueError):
+        paths = []
+    photos = [img for img in (to_rgb_uint8(p) for p in paths[:40]) if img.shape[:2] == IMAGE_SHAPE][:4]
+    return photos or random_images(2)
+
+
+def _differences(a: list[np.ndarray], b: list[np.ndarray]) -> dict:
+    max_abs = max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
+    kl = max(float(np.sum(np.exp(x.astype(np.float64)) * (x.astype(np.float64) - y))) for x, y in zip(a, b))
+    return {"max_abs_log_p": max_abs, "kl_nats": kl}
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def run_configurations(backbones, batches, repeat: int) -> list[dict]:
+    """Every (backbone, framework, batch) in its own process; YNN only at batch 1 and JAX's best batch."""
+    from benchmarks import Timing
+
+    results = []
+    for backbone in backbones:
+        sizes = batches.get(backbone, BATCHES[backbone])
+        found = {}
+        for framework, target, env in (("jax", "jax_run", {}), ("torch", "torch_run", {})):
+            for batch in sizes:
+                reps = repeat if backbone != "vgg19" else max(2, repeat // 2)
+                r = isolated(f"benchmarks.inference:{target}", env, backbone=backbone, batch=batch, repeat=reps)
+                r |= {"backbone": backbone, "framework": framework, "batch": batch, "timing": Timing(tuple(r["times"]))}
+                found[framework, batch] = r
+                results.append(r)
+        best = max((b for b in sizes), key=lambda b: b / found["jax", b]["timing"].median)
+        for batch in sorted({1, best}):
+            reps = repeat if backbone != "vgg19" else max(2, repeat // 2)
+            r = isolated("benchmarks.inference:jax_run", with_xla_flag(YNN_DOT_FLAG), backbone=backbone, batch=batch, repeat=reps)
+            r |= {"backbone": backbone, "framework": "jax+ynn", "batch": batch, "timing": Timing(tuple(r["times"]))}
+            results.append(r)
+    return results
+
+
+def speed_table(results: list[dict]) -> str:
+    rows = []
+    for backbone in dict.fromkeys(r["backbone"] for r in results):
+        mine = [r for r in results if r["backbone"] == backbone]
+        per_image = {(r["framework"], r["batch"]): r["timing"].median / r["batch"] for r in mine}
+        best = {
+            fw: min((r for r in mine if r["framework"] == fw), key=lambda r: per_image[fw, r["batch"]])["batch"]
+            for fw in ("jax", "torch", "jax+ynn")
+            if any(r["framework"] == fw for r in mine)
+        }
+        for r in mine:
+            fw, b = r["framework"], r["batch"]
+            tag = "best" if b == best[fw] else ""
+            if b != 1 and not tag:
+                continue
+            torch_b = 1 if b == 1 else best["torch"]
+            ratio = per_image[fw, b] / per_image["torch", torch_b] if fw != "torch" else 1.0
+            ratio_text = f"{ratio:.2f}" + ("" if torch_b == b else f" (torch b={torch_b})") if fw != "torch" else "—"
+            compile_text = f"{r['compile_s']:.1f}" if "compile_s" in r else "—"
+            first = f"{r['first_s']:.2f}"
+            rows.append([
+                SHORT[backbone], fw, f"{b}{' (best)' if tag and b != 1 else ''}", r["timing"].rate(b),
+                f"{1e3 * per_image[fw, b]:.0f}", f"{r['peak_rss_mib']:.0f}", first, compile_text,
+                r.get("steady_compiles", "—"), ratio_text,
+            ])
+    return table(
+        "Inference: predict_density on 1024x768 images (CPU)",
+        ["backbone", "framework", "batch", "images/s median (range)", "ms/image", "peak RSS MiB",
+         "first call s", "compile s", "compiles in timed calls", "time/image JAX÷torch"],
+        rows,
+        notes=[
+            f"Machine: {machine_line()}.",
+            "Each row is a fresh process; images/s over the timed calls after one warm-up call. 'first call' includes "
+            "tracing and XLA compilation ('compile s': sum of JAX's trace/lower/compile events); torch has none. "
+            "Ratio < 1: JAX faster. 'best' = the candidate batch size with the highest images/s "
+            f"(candidates {dict((SHORT[k], v) for k, v in BATCHES.items())}). jax+ynn: XLA_FLAGS={YNN_DOT_FLAG}.",
+        ],
+    )
+
+
+def recompile_table() -> str:
+    result = isolated("benchmarks.inference:recompile_run")
+    return table(
+        "Compilations per predict_density call (Lite0, batch 1, one process)",
+        ["image H x W", "working size", "XLA compilations", "call s"],
+        [[f"{s[0]} x {s[1]}", f"{w[0]} x {w[1]}", c, f"{t:.2f}"] for s, w, c, t in result["rows"]],
+        notes=["Working sizes are bucketed to multiples of 32, so only a new working size compiles the model."],
+    )
+
+
+def agreement_table(backbones) -> str:
+    rows = []
+    for backbone in backbones:
+        r = isolated("benchmarks.inference:agreement_run", backbone=backbone)
+        for name, label in (("torch", "torch reference vs JAX (float32)"), ("bfloat16", "JAX bfloat16 backbone vs float32")):
+            rows.append([SHORT[backbone], label, f"{r[name]['max_abs_log_p']:.2e}", f"{r[name]['kl_nats']:.2e}"])
+    return table(
+        "Do the pipelines compute the same density? (1024x768 images)",
+        ["backbone", "comparison", "max |Δ log p| (nats)", "KL(p_f32 ‖ p_other) (nats)"],
+        rows,
+        notes=["Worst of 4 MIT1003 photos (random images if the dataset is absent); VGG-19 with random weights."],
+    )
+
+
+def main(argv=None) -> list[str]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbones", default=",".join(BACKBONES))
+    parser.add_argument("--batches", default=None, help="comma-separated batch sizes for every backbone")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    backbones = args.backbones.split(",")
+    batches = {b: tuple(int(x) for x in args.batches.split(",")) for b in backbones} if args.batches else BATCHES
+    results = run_configurations(backbones, batches, args.repeat)
+    return [speed_table(results), recompile_table(), agreement_table(backbones)]
+
+
+if __name__ == "__main__":
+    main()
