@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from deepgaze_jax.data.fixations import Fixations
@@ -36,7 +34,9 @@ def make_data(num_images: int = 12, channels: int = 6, per_image: int = 15, seed
         ns.append(np.full(len(rows), i))
         sizes.append((shape[0] * STRIDE, shape[1] * STRIDE))
         grids.append(grid)
-        log_cbs.append(np.full(p.shape, -math.log(p.size), np.float32))
+        r, c = np.meshgrid(np.linspace(-1, 1, p.shape[0]), np.linspace(-1, 1, p.shape[1]), indexing="ij")
+        log_cb = -(r**2 + c**2)  # a centre bias that is not uniform, so its weight has a gradient
+        log_cbs.append((log_cb - np.log(np.exp(log_cb).sum())).astype(np.float32))
     n = np.concatenate(ns)
     fixations, _ = Fixations.create(np.concatenate(xs), np.concatenate(ys), n, sizes, subject=np.arange(len(n)) % 3)
     return grids, log_cbs, fixations

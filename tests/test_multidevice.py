@@ -1,0 +1,67 @@
+"""Training on 4 (forced host) devices gives the single-device loss, gradient and steps.
+
+Runs in a subprocess: ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` must be set
+before JAX initialises its backend.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+SCRIPT = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, numpy as np
+    from deepgaze_jax import training as T
+    from deepgaze_jax.model import SaliencyHead
+    from synthetic import CONFIG, make_data
+
+    assert jax.device_count() == 4, jax.devices()
+    grids, log_cbs, fixations = make_data(num_images=11)  # 11 images: groups of 8 + 3, padded to 4 devices
+    train, val = list(range(9)), [9, 10]
+    stats = T.feature_stats(grids, train)
+    meshes = {n: T.data_mesh(jax.devices()[:n]) for n in (1, 4)}
+    groups = {n: T.make_groups(grids, log_cbs, fixations, train, CONFIG.cell, mesh=m) for n, m in meshes.items()}
+    vals = {n: T.make_groups(grids, log_cbs, fixations, val, CONFIG.cell, mesh=m) for n, m in meshes.items()}
+    assert all(len(g.grids.sharding.device_set) == 4 and g.num_images % 4 == 0 for g in groups[4])
+
+    results = {}
+    for optimizer in ("lbfgs", "adam"):
+        cfg = T.TrainConfig(optimizer=optimizer, max_epochs=4, batch_size=4, learning_rate=0.05)
+        state0 = T.create_train_state(CONFIG, cfg, stats)
+        for n, mesh in meshes.items():
+            steps = T.make_steps(CONFIG, cfg, mesh)
+            value, grad = jax.value_and_grad(steps.loss)(state0.params, stats, groups[n])
+            one_epoch, _ = steps.train_epoch(state0, groups[n])
+            final = T.fit(state0, groups[n], vals[n], steps, cfg, log=lambda _: None)
+            results[optimizer, n] = (value, grad, one_epoch, final)
+
+    for optimizer in ("lbfgs", "adam"):
+        (v1, g1, e1, s1), (v4, g4, e4, s4) = results[optimizer, 1], results[optimizer, 4]
+        np.testing.assert_allclose(v4, v1, rtol=1e-5)
+        for a, b in zip(jax.tree_util.tree_leaves(g4), jax.tree_util.tree_leaves(g1)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)  # not 4x: grads are not psum-ed twice
+        # the predictions after one epoch agree (not the raw params: the last layer's bias, and the
+        # centre-bias weight on uniform centre biases, do not change the density and have ~0 gradients)
+        group = vals[1][0]
+        host = lambda tree: jax.tree_util.tree_map(np.asarray, tree)
+        predict = lambda s: SaliencyHead(CONFIG).apply(
+            host(s.head_variables(best=False)), np.asarray(group.grids), np.asarray(group.log_centerbias)
+        )
+        np.testing.assert_allclose(predict(e4), predict(e1), rtol=1e-4, atol=1e-4)
+        # later epochs agree in loss (float32 sums in another order, amplified by the line search)
+        np.testing.assert_allclose(s4.val_loss[:5], s1.val_loss[:5], rtol=1e-3)
+        assert float(s4.val_loss[4]) < float(s4.val_loss[0])
+    print("MULTIDEVICE OK")
+    """
+)
+
+
+def test_four_devices_match_one():
+    tests = Path(__file__).parent
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env["PYTHONPATH"] = os.pathsep.join([str(tests), str(tests.parent / "src"), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "MULTIDEVICE OK" in proc.stdout
