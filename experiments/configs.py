@@ -23,7 +23,7 @@ def model_config(backbone: str = "efficientnet_lite0", readout: str = "paper") -
 
 def add_model_and_training_args(parser: argparse.ArgumentParser) -> None:
     """--backbone, --readout, --optimizer, --max-epochs, --seed, --cache-dir, --batch-size, --learning-rate."""
-    parser.add_argument("--backbone", default="efficientnet_lite0", choices=BACKBONES)
+    parser.add_argument("--backbone", default="efficientnet_lite0", help=f"one of {', '.join(BACKBONES)}")
     parser.add_argument("--readout", default="paper", choices=sorted(READOUTS), help="paper 16-32-2-1 or linear (DeepGaze I)")
     parser.add_argument("--optimizer", default="lbfgs", choices=("lbfgs", "adam"))
     parser.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)

@@ -1,0 +1,123 @@
+"""Pretraining the readout on SALICON, with MIT1003 as the stopping set (paper, section 2.4).
+
+    python -m experiments.pretrain_salicon --salicon-dir /data/salicon
+    python -m experiments.crossval_mit1003 --init runs/pretrain_salicon/model.npz
+
+SALICON is read through the TFDS builder (`data.tfds_builders.Salicon`): it is built
+once as array_record under ``--tfds-dir`` from the official release under
+``--salicon-dir`` (without it the builder fails with download instructions). The
+builder's images are SALICON's 640 x 480 downsampled by 2, like MIT1003's working
+space; their sides are rounded to multiples of 32 (320 x 240 -> 320 x 256, fixations
+rescaled with them) so that the backbone's grids align. The readout starts from a
+random init and is trained on all SALICON images (train and validation splits),
+each dataset with its own maximum-likelihood centre bias; the stopping rule is
+evaluated on all of MIT1003. The SALICON grids stay float16 on device (15,000
+grids of 16 x 20 x 432: 4 GB). Resumable from the checkpoints in ``--workdir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow_datasets as tfds
+
+from deepgaze_jax import images as image_ops
+from deepgaze_jax import training
+from deepgaze_jax.centerbias import fit_center_bias
+from deepgaze_jax.crossvalidation import CENTERBIAS_TEMPLATE_SIZE, centerbias_grids
+from deepgaze_jax.data import datasets
+from deepgaze_jax.data.fixations import Fixations
+from deepgaze_jax.data.tfds_builders import prepare
+from deepgaze_jax.feature_cache import cached_feature_grids
+from deepgaze_jax.model import DeepGazeParams, save_model
+from experiments import configs
+
+log = logging.getLogger("pretrain_salicon").info
+
+
+def load_tfds_split(source, splits=("train", "validation")) -> tuple[list[np.ndarray], Fixations]:
+    """Images (sides rounded to multiples of 32) and fixations of ``splits`` of a TFDS fixation source."""
+    images, xs, ys, ns, subjects, sizes = [], [], [], [], [], []
+    for split in splits:
+        for example in source[split]:
+            image = np.asarray(example["image"])
+            h, w = image.shape[:2]
+            long_side = -(-max(h, w) // image_ops.SIZE_MULTIPLE) * image_ops.SIZE_MULTIPLE  # rounded up
+            size = image_ops.working_size(h, w, long_side=long_side)
+            images.append(image_ops.resize(image, size))
+            xs.append(np.asarray(example["x"], np.float64) / w * size[1])
+            ys.append(np.asarray(example["y"], np.float64) / h * size[0])
+            ns.append(np.full(len(example["x"]), len(sizes)))
+            subjects.append(np.asarray(example["subject"]))
+            sizes.append(size)
+    fixations, _ = Fixations.create(
+        np.concatenate(xs), np.concatenate(ys), np.concatenate(ns), sizes,
+        subject=np.concatenate(subjects), on_invalid="drop",
+    )
+    return images, fixations
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    configs.add_model_and_training_args(parser)
+    parser.add_argument("--salicon-dir", type=Path, default=None, help="SALICON release (manual_dir of the builder)")
+    parser.add_argument("--edition", default="2017", choices=("2015", "2017"))
+    parser.add_argument("--tfds-dir", type=Path, default=Path("cache/tfds"), help="where the array_record build goes")
+    parser.add_argument("--mit1003-dir", type=Path, default=None, help="MIT1003 root, the stopping set (default: discovered)")
+    parser.add_argument("--workdir", type=Path, default=Path("runs/pretrain_salicon"))
+    args = parser.parse_args(argv)
+    configs.setup_logging()
+    started = time.time()
+    config = configs.model_config(args.backbone, args.readout)
+    train_config = configs.train_config(args)
+
+    try:
+        prepare(f"salicon/{args.edition}", args.tfds_dir, manual_dir=args.salicon_dir)
+    except FileNotFoundError as exc:
+        parser.exit(1, f"pretrain_salicon: {exc}\n")
+    salicon_images, salicon_fixations = load_tfds_split(tfds.data_source(f"salicon/{args.edition}", data_dir=os.fspath(args.tfds_dir)))
+    mit = datasets.mit1003(args.mit1003_dir)
+    mit_images, mit_fixations = datasets.to_working_space(mit, mode="paper")
+    weights = config.get_backbone().load_weights()
+    salicon_grids = cached_feature_grids(salicon_images, config, weights, args.cache_dir)
+    mit_grids = cached_feature_grids(mit_images, config, weights, args.cache_dir)
+    del salicon_images, mit_images
+
+    salicon_template = fit_center_bias(salicon_fixations).template(CENTERBIAS_TEMPLATE_SIZE)
+    mit_template = fit_center_bias(mit_fixations).template(CENTERBIAS_TEMPLATE_SIZE)
+    train_groups = training.make_groups(
+        salicon_grids, centerbias_grids(salicon_template, salicon_fixations, config.cell), salicon_fixations,
+        range(len(salicon_grids)), config.cell, dtype=np.float16,
+    )
+    stop_groups = training.make_groups(
+        mit_grids, centerbias_grids(mit_template, mit_fixations, config.cell), mit_fixations,
+        range(len(mit_grids)), config.cell,
+    )
+    stats = training.feature_stats(salicon_grids, range(len(salicon_grids)))
+    state = training.create_train_state(config, train_config, stats)
+    manager = training.checkpoint_manager(args.workdir / "checkpoints")
+    state = training.restore_checkpoint(manager, state) or state
+    state = training.fit(state, train_groups, stop_groups, training.make_steps(config, train_config), train_config,
+                         manager, log=log, desc="SALICON")
+    manager.close()
+
+    head = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], state.head_variables())
+    path = args.workdir / "model.npz"
+    save_model(DeepGazeParams(backbone_weights={}, head=head, centerbias=jnp.asarray(salicon_template), config=config), path)
+    history = json.loads(training.history_json(state)) | {"total_s": time.time() - started}
+    (args.workdir / "history.json").write_text(json.dumps(history, indent=1))
+    log(f"pretrained readout (best epoch {int(state.best_epoch)}, MIT1003 NLL "
+        f"{float(state.val_loss[int(state.best_epoch)]):.4f} nats/fix) saved to {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()
