@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+import jax
+
 from deepgaze_jax.backbones import BACKBONES
 from deepgaze_jax.model import ModelConfig
 from deepgaze_jax.readout import LINEAR_FEATURES, PAPER_FEATURES
@@ -31,6 +33,17 @@ def add_model_and_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="Adam only: images per step")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="feature cache directory")
+    parser.add_argument(
+        "--distributed", action="store_true",
+        help="multi-host: call jax.distributed.initialize() first (run the same command on every host)",
+    )
+
+
+def start(args: argparse.Namespace) -> None:
+    """Logging, and on ``--distributed`` the multi-host runtime (before any other JAX call)."""
+    if args.distributed:
+        jax.distributed.initialize()
+    setup_logging()
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -44,6 +57,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    """INFO lines with timestamps on stdout (``force``: an imported library may have configured logging)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout, force=True)
     for noisy in ("absl", "orbax", "jax"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

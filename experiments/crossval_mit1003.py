@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workdir", type=Path, default=Path("runs/crossval"))
     parser.add_argument("--folds", type=int, default=10)
     args = parser.parse_args(argv)
-    configs.setup_logging()
+    configs.start(args)
     started = time.time()
 
     config = configs.model_config(args.backbone, args.readout)

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--mit1003-dir", type=Path, default=None, help="MIT1003 root, the stopping set (default: discovered)")
     parser.add_argument("--workdir", type=Path, default=Path("runs/pretrain_salicon"))
     args = parser.parse_args(argv)
-    configs.setup_logging()
+    configs.start(args)
     started = time.time()
     config = configs.model_config(args.backbone, args.readout)
     train_config = configs.train_config(args)

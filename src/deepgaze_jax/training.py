@@ -513,11 +513,6 @@ def fit(
     return state
 
 
-def is_finished(state: TrainState, train_config: TrainConfig) -> bool:
-    """Whether the stopping rule has fired for ``state``."""
-    return should_stop(np.asarray(state.val_loss), int(state.epoch), train_config)
-
-
 def history_json(state: TrainState) -> str:
     """The loss histories of the epochs run, as JSON (nats/fix)."""
     n = int(state.epoch) + 1
