@@ -18,6 +18,7 @@ different sizes, and a third compares the densities of the two pipelines and of 
 bfloat16 backbone against float32.
 
     python -m benchmarks.inference [--backbones efficientnet_lite0,vgg19] [--batches 1,2,4]
+        [--tables speed,recompile,agreement,forward]   (forward: the model alone on device-resident inputs)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ BACKBONES = ("efficientnet_lite0", "efficientnet_lite2", "vgg19")
 BATCHES = {"efficientnet_lite0": (1, 2, 4, 8), "efficientnet_lite2": (1, 2, 4, 8), "vgg19": (1, 2)}
 IMAGE_SHAPE = (768, 1024)  # (H, W): MIT1003's landscape size; working size 384 x 512
 SHORT = {"efficientnet_lite0": "Lite0", "efficientnet_lite2": "Lite2", "vgg19": "VGG-19"}
+DTYPES = ("float32", "bfloat16")
 
 
 def vgg19_random_weights(seed: int = 0) -> dict[str, np.ndarray]:
@@ -101,6 +103,93 @@ def torch_run(backbone: str, batch: int, repeat: int, min_seconds: float = 0.0) 
     return {"times": timing.to_json(), "first_s": first, "threads": torch.get_num_threads()}
 
 
+def forward_sweep(backbone: str, framework: str, batches: list[int], repeat: int) -> dict:
+    """The model alone on device-resident working images, per backbone dtype and batch size (run by `isolated`).
+
+    ``framework`` "jax" (`model.log_density_grid`, backbone in float32 or bfloat16) or
+    "torch" (`torch_reference.Pipeline.forward`, bfloat16 by autocast). Memory: for JAX the
+    compiled program's arguments + outputs + temporaries (``memory_analysis``), for torch the
+    CUDA allocator's peak (reset per configuration); nothing on CPU.
+    """
+    from deepgaze_jax.images import working_size
+
+    params = benchmark_model(backbone)
+    shape = working_size(*IMAGE_SHAPE)
+    rows = []
+    if framework == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        from deepgaze_jax.model import centerbias_on_grid, density_grid_shape, log_density_grid
+
+        device = jax.devices()[0]
+        log_cb = centerbias_on_grid(params.centerbias, density_grid_shape(params.config, shape))
+        for dtype in DTYPES:
+            for batch in batches:
+                x = jax.device_put(np.stack(random_images(batch, shape)))
+                cb = jax.device_put(jnp.broadcast_to(log_cb, (batch, *log_cb.shape)))
+                compiled = log_density_grid.lower(params, x, cb, jnp.dtype(dtype)).compile()
+                timing = measure(lambda: compiled(params, x, cb).block_until_ready(), repeat, warmup=2)
+                m = compiled.memory_analysis()
+                mib = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes) / 2**20 if m else 0.0
+                rows.append({"dtype": dtype, "batch": batch, "times": timing.to_json(), "memory_mib": mib})
+        return {"rows": rows, "device": device.device_kind}
+    import torch
+
+    from benchmarks.torch_reference import Pipeline
+
+    cuda = torch.cuda.is_available()
+    pipeline = Pipeline(params, shape, "cuda" if cuda else "cpu")
+    for dtype in DTYPES:
+        for batch in batches:
+            x = torch.from_numpy(np.stack(random_images(batch, shape))).to(pipeline.device)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+
+            def run():
+                with torch.autocast(pipeline.device.type, torch.bfloat16, enabled=dtype == "bfloat16"):
+                    pipeline.forward(x)
+                if cuda:
+                    torch.cuda.synchronize()
+
+            timing = measure(run, repeat, warmup=2)
+            mib = torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0
+            rows.append({"dtype": dtype, "batch": batch, "times": timing.to_json(), "memory_mib": mib})
+    return {"rows": rows, "device": torch.cuda.get_device_name() if cuda else "cpu"}
+
+
+def forward_table(backbones, batches, repeat: int) -> str:
+    from benchmarks import Timing
+
+    rows = []
+    for backbone in backbones:
+        sizes = list(batches.get(backbone, BATCHES[backbone]))
+        found = {}
+        for framework in ("jax", "torch"):
+            r = isolated("benchmarks.inference:forward_sweep", backbone=backbone, framework=framework, batches=sizes,
+                         repeat=repeat)
+            for row in r["rows"]:
+                found[framework, row["dtype"], row["batch"]] = (Timing(tuple(row["times"])), row["memory_mib"])
+        for dtype in DTYPES:
+            for batch in sizes:
+                (jt, jm), (tt, tm) = found["jax", dtype, batch], found["torch", dtype, batch]
+                rows.append([SHORT[backbone], dtype, batch, jt.rate(batch), f"{jm:.0f}", tt.rate(batch), f"{tm:.0f}",
+                             f"{jt.median / tt.median:.2f}"])
+    return table(
+        "Model forward on the device: working images (384x512) in, log density grid out",
+        ["backbone", "backbone dtype", "batch", "JAX images/s", "JAX program MiB", "torch images/s", "torch peak MiB",
+         "time JAX÷torch"],
+        rows,
+        notes=[
+            f"Machine: {machine_line()}.",
+            "Inputs already on the device; no host preprocessing or resampling. JAX float32 convolutions run at "
+            "JAX's default precision (TF32 on NVIDIA GPUs), torch's at its default (cuDNN TF32 allowed); torch "
+            "bfloat16 = autocast. Memory: JAX's compiled program (arguments + outputs + temporaries), torch's CUDA "
+            "allocator peak (0 on CPU).",
+        ],
+    )
+
+
 def recompile_run(backbone: str = "efficientnet_lite0") -> dict:
     """Compilations triggered by each `predict_density` call over a sequence of image sizes."""
     from deepgaze_jax.images import working_size
@@ -157,8 +246,11 @@ def _differences(a: list[np.ndarray], b: list[np.ndarray]) -> dict:
 
 def run_configurations(backbones, batches, repeat: int) -> list[dict]:
     """Every (backbone, framework, batch) in its own process; YNN only at batch 1 and JAX's best batch."""
+    import jax
+
     from benchmarks import Timing
 
+    on_cpu = jax.default_backend() == "cpu"  # the YNN flag is an XLA:CPU option
     results = []
     for backbone in backbones:
         sizes = batches.get(backbone, BATCHES[backbone])
@@ -171,7 +263,7 @@ def run_configurations(backbones, batches, repeat: int) -> list[dict]:
                 found[framework, batch] = r
                 results.append(r)
         best = max((b for b in sizes), key=lambda b: b / found["jax", b]["timing"].median)
-        for batch in sorted({1, best}):
+        for batch in sorted({1, best}) if on_cpu else ():
             reps = repeat if backbone != "vgg19" else max(2, repeat // 2)
             r = isolated("benchmarks.inference:jax_run", with_xla_flag(YNN_DOT_FLAG), backbone=backbone, batch=batch, repeat=reps)
             r |= {"backbone": backbone, "framework": "jax+ynn", "batch": batch, "timing": Timing(tuple(r["times"]))}
@@ -205,7 +297,7 @@ def speed_table(results: list[dict]) -> str:
                 r.get("steady_compiles", "—"), ratio_text,
             ])
     return table(
-        "Inference: predict_density on 1024x768 images (CPU)",
+        f"Inference: predict_density on 1024x768 images ({machine_kind()})",
         ["backbone", "framework", "batch", "images/s median (range)", "ms/image", "peak RSS MiB",
          "first call s", "compile s", "compiles in timed calls", "time/image JAX÷torch"],
         rows,
@@ -217,6 +309,13 @@ def speed_table(results: list[dict]) -> str:
             f"(candidates {dict((SHORT[k], v) for k, v in BATCHES.items())}). jax+ynn: XLA_FLAGS={YNN_DOT_FLAG}.",
         ],
     )
+
+
+def machine_kind() -> str:
+    import jax
+
+    device = jax.devices()[0]
+    return "CPU" if device.platform == "cpu" else device.device_kind
 
 
 def recompile_table() -> str:
@@ -248,11 +347,17 @@ def main(argv=None) -> list[str]:
     parser.add_argument("--backbones", default=",".join(BACKBONES))
     parser.add_argument("--batches", default=None, help="comma-separated batch sizes for every backbone")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--tables", default="speed,recompile,agreement", help="any of speed, recompile, agreement, forward")
     args = parser.parse_args(argv)
     backbones = args.backbones.split(",")
     batches = {b: tuple(int(x) for x in args.batches.split(",")) for b in backbones} if args.batches else BATCHES
-    results = run_configurations(backbones, batches, args.repeat)
-    return [speed_table(results), recompile_table(), agreement_table(backbones)]
+    makers = {
+        "speed": lambda: speed_table(run_configurations(backbones, batches, args.repeat)),
+        "recompile": recompile_table,
+        "agreement": lambda: agreement_table(backbones),
+        "forward": lambda: forward_table(backbones, batches, args.repeat),
+    }
+    return [makers[name]() for name in args.tables.split(",")]
 
 
 if __name__ == "__main__":
