@@ -31,6 +31,7 @@ def add_model_and_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
     parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate, help="Adam only")
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="Adam only: images per step")
+    parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay, help="L2 on readout weights")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="feature cache directory")
     parser.add_argument(
@@ -52,6 +53,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         max_epochs=args.max_epochs,
         learning_rate=args.learning_rate,
         batch_size=args.batch_size,
+        weight_decay=args.weight_decay,
         seed=args.seed,
     )
 

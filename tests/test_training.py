@@ -118,6 +118,16 @@ def test_fit_learns_and_keeps_best_params(data, optimizer):
     assert losses[int(state.best_epoch)] < losses[0] - 0.1  # fixations follow channel 0: > 0.1 nats/fix learnt
     best_val = float(steps.loss(state.best_params, stats, val))
     np.testing.assert_allclose(best_val, losses[int(state.best_epoch)], rtol=1e-6)
+    # the recorded training loss is the NLL without the weight-decay penalty
+    np.testing.assert_allclose(state.train_loss[epoch], steps.loss(state.params, stats, train), rtol=1e-4)
+
+
+def test_weight_decay_penalises_only_readout_kernels(data):
+    *_, stats, _, _ = data
+    params = T.create_train_state(CONFIG, T.TrainConfig(), stats).params
+    ones = jax.tree_util.tree_map(jnp.ones_like, params)
+    kernels = sum(x.size for p, x in jax.tree_util.tree_leaves_with_path(params) if p[-1].key == "kernel")
+    assert float(T.l2_norm_squared(ones)) == kernels == 6 * 4 + 4 * 1
 
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
