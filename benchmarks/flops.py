@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from benchmarks import cpu_ghz, cpu_peak_flops, machine_line, measure, table
+from benchmarks import Timing, cpu_ghz, cpu_peak_flops, machine_line, measure, table
 from benchmarks.inference import BACKBONES, SHORT, benchmark_model
 
 
@@ -61,7 +61,9 @@ def vgg19_nchw(weights, images, dtype):
     for name, index, _, _ in vgg.LAYERS[: vgg.LAYERS.index(("relu5_4", 35, 16, 512)) + 1]:
         if name.startswith("conv"):
             kernel = jnp.transpose(weights[f"features.{index}.weight"], (3, 2, 0, 1)).astype(dtype)
-            x = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NCHW", "OIHW", "NCHW"))
+            x = jax.lax.conv_general_dilated(
+                x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NCHW", "OIHW", "NCHW")
+            )
             x = x + weights[f"features.{index}.bias"].astype(dtype)[:, None, None]
         elif name.startswith("relu"):
             x = jax.nn.relu(x)
@@ -93,7 +95,9 @@ def backbone_flops(
     with jax.default_matmul_precision(precision):
         compiled = fn.lower(weights, images).compile()
     timing = measure(lambda: jax.block_until_ready(compiled(weights, images)), repeat)
-    result = {"flops": cpu_flops(fn, weights, images), "jax": timing.to_json()}
+    on_cpu = jax.default_backend() == "cpu"
+    flops = _flops(compiled.cost_analysis()) if on_cpu else cpu_flops(fn, weights, images)
+    result = {"flops": flops, "jax": timing.to_json()}
     if backbone == "vgg19":
         result["analytic_flops"] = [batch * f for f in vgg19_analytic_flops(height, width, taps)]
     if with_torch:
@@ -112,7 +116,10 @@ def cpu_flops(fn, *args) -> float:
 
     cpu = SingleDeviceSharding(jax.devices("cpu")[0])
     specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=cpu), args)
-    cost = fn.lower(*specs).compile().cost_analysis()
+    return _flops(fn.lower(*specs).compile().cost_analysis())
+
+
+def _flops(cost) -> float:
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost["flops"])
 
@@ -138,7 +145,9 @@ def _torch_backbone_times(params, images: np.ndarray, repeat: int, dtype: str, l
 
 
 # (H, W, C, kernel, stride) of EfficientNet-Lite0's depthwise layers at the 384 x 512 working size
-DEPTHWISE_LAYERS = ((192, 256, 96, 3, 2), (96, 128, 144, 5, 2), (48, 64, 240, 3, 1), (24, 32, 480, 5, 1), (12, 16, 1152, 3, 1))
+DEPTHWISE_LAYERS = (
+    (192, 256, 96, 3, 2), (96, 128, 144, 5, 2), (48, 64, 240, 3, 1), (24, 32, 480, 5, 1), (12, 16, 1152, 3, 1)
+)
 
 
 def depthwise_table(batch: int, dtype: str, repeat: int) -> str:
@@ -146,7 +155,6 @@ def depthwise_table(batch: int, dtype: str, repeat: int) -> str:
     import jax
     import jax.numpy as jnp
 
-    from benchmarks import Timing
     from deepgaze_jax.backbones._ops import conv2d, shifted_slice_depthwise
 
     rng = np.random.default_rng(0)
@@ -158,9 +166,10 @@ def depthwise_table(batch: int, dtype: str, repeat: int) -> str:
         grouped = jax.jit(lambda x, kernel: conv2d(x, kernel, stride=stride, padding=pad, groups=c))
         shifted = jax.jit(lambda x, kernel: shifted_slice_depthwise(x, kernel, stride=stride, padding=pad))
         diff = float(jnp.max(jnp.abs(grouped(x, kernel).astype(jnp.float32) - shifted(x, kernel).astype(jnp.float32))))
-        times = [Timing(tuple(measure(lambda f=f: f(x, kernel).block_until_ready(), repeat).times)) for f in (grouped, shifted)]
+        times = [measure(lambda f=f: f(x, kernel).block_until_ready(), repeat) for f in (grouped, shifted)]
         flops = 2 * k * k * c * batch * (h // stride) * (w // stride)
-        rows.append([f"{h}x{w}x{c}, {k}x{k}/{stride}", *(f"{t.seconds()} = {flops / t.median / 1e9:.3g} GFLOP/s" for t in times),
+        rows.append([f"{h}x{w}x{c}, {k}x{k}/{stride}",
+                     *(f"{t.seconds()} = {flops / t.median / 1e9:.3g} GFLOP/s" for t in times),
                      f"{times[0].median / times[1].median:.1f}x", f"{diff:.1e}"])
     return table(
         f"Depthwise convolution: XLA grouped convolution vs sum of shifted slices ({dtype}, batch {batch})",
@@ -172,8 +181,6 @@ def depthwise_table(batch: int, dtype: str, repeat: int) -> str:
 
 
 def main(argv=None) -> list[str]:
-    from benchmarks import Timing
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", default=",".join(BACKBONES))
     parser.add_argument("--batch", type=int, default=1)
@@ -207,7 +214,8 @@ def main(argv=None) -> list[str]:
                f"{100 * achieved / peak:.1f}%"]
         if "torch" in r:
             torch_t = Timing(tuple(r["torch"]))
-            row += [torch_t.seconds(), f"{flops / torch_t.median / scale:.3g}", f"{100 * flops / torch_t.median / peak:.1f}%"]
+            torch_rate = flops / torch_t.median
+            row += [torch_t.seconds(), f"{torch_rate / scale:.3g}", f"{100 * torch_rate / peak:.1f}%"]
         else:
             row += ["—"] * 3
         rows.append(row)

@@ -30,7 +30,7 @@ def main(argv=None) -> None:
         section_start = time.perf_counter()
         tables += SECTIONS[name]([])
         print(f"[{name}: {time.perf_counter() - section_start:.0f} s]\n", flush=True)
-    footer = f"Total wall time: {time.perf_counter() - start:.0f} s; load average at the end {machine_line()}"
+    footer = f"Total wall time: {time.perf_counter() - start:.0f} s. At the end: {machine_line()}"
     print(footer)
     if args.out:
         args.out.write_text("\n\n".join([header, *tables, footer]) + "\n")

@@ -5,8 +5,8 @@ step: the loss of `training.make_loss_fn`, shard-mapped over the mesh axis "data
 ``jax.value_and_grad``), and one epoch of `training.make_steps(...).train_epoch`
 (L-BFGS: one iteration with its line search), always from the initial state so that
 every timed call does the same number of evaluations. Data: feature grids shaped like MIT1003's in the paper's
-working space (779 landscape 24 x 32 and 224 portrait 32 x 24 grids of Lite0's 432
-channels, float16, ~100 fixations per image), random values (speed does not depend on
+working space (MIT1003 has 779 landscape 24 x 32 and 224 portrait 32 x 24 grids of Lite0's
+432 channels, float16, ~100 fixations per image; ``--images`` keeps that mix), random values (speed does not depend on
 them), so the benchmark runs where the dataset is absent (GPU machines).
 
 On CPU each device count runs in its own process with
@@ -14,7 +14,7 @@ On CPU each device count runs in its own process with
 same cores, so this shows the overhead of sharding, not a speed-up). On GPUs it runs on
 1, 2, 4, ... up to every GPU present.
 
-    python -m benchmarks.scaling [--devices 1,2,4] [--repeat 4]
+    python -m benchmarks.scaling [--devices 1,2,4] [--images 1003] [--repeat 4]
 """
 
 from __future__ import annotations
@@ -31,16 +31,17 @@ CHANNELS = 432  # Lite0 taps stage5 + stage7
 FIXATIONS_PER_IMAGE = 104
 
 
-def synthetic_groups(config, devices: int, seed: int = 0):
-    """Sharded `ShapeGroup`s, feature stats and fixations like MIT1003's (random values)."""
+def synthetic_groups(config, devices: int, images: int, seed: int = 0):
+    """Sharded `ShapeGroup`s and feature stats for ``images`` images shaped like MIT1003's (random values)."""
     from deepgaze_jax import training as T
     from deepgaze_jax.data.fixations import Fixations
 
     rng = np.random.default_rng(seed)
     stride = config.grid_stride()
     grids, sizes = [], []
+    total = sum(SHAPES.values())
     for shape, count in SHAPES.items():
-        for _ in range(count):
+        for _ in range(round(count * images / total)):
             grids.append(rng.standard_normal((*shape, CHANNELS)).astype(np.float16))
             sizes.append((shape[0] * stride, shape[1] * stride))
     sizes = np.asarray(sizes)
@@ -56,7 +57,7 @@ def synthetic_groups(config, devices: int, seed: int = 0):
     return T.make_groups(grids, log_cbs, fixations, everything, cell, mesh), T.feature_stats(grids, everything[:64])
 
 
-def step_run(devices: int, repeat: int) -> dict:
+def step_run(devices: int, images: int, repeat: int) -> dict:
     """Seconds per full-batch loss + gradient and per L-BFGS epoch on ``devices`` devices (run by `isolated`).
 
     The L-BFGS epoch starts from the same (initial) state every time, so each timed call
@@ -68,7 +69,7 @@ def step_run(devices: int, repeat: int) -> dict:
     from deepgaze_jax.model import ModelConfig
 
     config = ModelConfig()
-    groups, stats = synthetic_groups(config, devices)
+    groups, stats = synthetic_groups(config, devices, images)
     train_config = T.TrainConfig()
     state = T.create_train_state(config, train_config, stats)
     value_and_grad = jax.jit(jax.value_and_grad(T.make_loss_fn(config, T.data_mesh())))
@@ -76,13 +77,16 @@ def step_run(devices: int, repeat: int) -> dict:
     steps = T.make_steps(config, train_config)
     epoch = measure(lambda: jax.block_until_ready(steps.train_epoch(state, groups)), max(1, repeat // 2))
     kind = jax.devices()[0]
-    return {"gradient": gradient.to_json(), "epoch": epoch.to_json(), "device": kind.device_kind, "platform": kind.platform}
+    return {
+        "gradient": gradient.to_json(), "epoch": epoch.to_json(), "device": kind.device_kind, "platform": kind.platform
+    }
 
 
 def main(argv=None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", default=None, help="device counts (default: 1,2,4 on CPU; 1,2,.. all GPUs)")
     parser.add_argument("--repeat", type=int, default=4, help="timed gradients (L-BFGS epochs: half as many)")
+    parser.add_argument("--images", type=int, default=256, help="images (1003: MIT1003's size)")
     args = parser.parse_args(argv)
     import jax
 
@@ -100,7 +104,7 @@ def main(argv=None) -> list[str]:
             env = with_xla_flag(f"--xla_force_host_platform_device_count={count}")
         else:
             env = {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(count))}
-        r = isolated("benchmarks.scaling:step_run", env, devices=count, repeat=args.repeat)
+        r = isolated("benchmarks.scaling:step_run", env, devices=count, images=args.images, repeat=args.repeat)
         gradient, epoch = Timing(tuple(r["gradient"])), Timing(tuple(r["epoch"]))
         base = base or (gradient.median, epoch.median)
         rows.append([
@@ -109,7 +113,7 @@ def main(argv=None) -> list[str]:
         ])
     return [
         table(
-            "Training step scaling on cached MIT1003-shaped features (1003 images, Lite0 grids)",
+            f"Training step scaling on cached MIT1003-shaped features ({args.images} images, Lite0 grids)",
             ["devices", "device kind", "loss + gradient, all images", "speed-up", "L-BFGS epoch from init",
              "speed-up"],
             rows,

@@ -44,7 +44,8 @@ class VGGTaps(nn.Module):
         for name, index, _, width in vgg.LAYERS:
             if name.startswith("conv"):
                 conv = nn.Conv2d(channels, width, 3, padding=1)
-                conv.weight.data = torch.from_numpy(np.asarray(weights[f"features.{index}.weight"]).transpose(3, 2, 0, 1).copy())
+                kernel = np.asarray(weights[f"features.{index}.weight"]).transpose(3, 2, 0, 1)  # HWIO -> OIHW
+                conv.weight.data = torch.from_numpy(kernel.copy())
                 conv.bias.data = torch.from_numpy(np.asarray(weights[f"features.{index}.bias"]).copy())
                 layers.append(conv)
                 channels = width
@@ -77,7 +78,8 @@ class LiteTaps(nn.Module):
 
         spec = lite.VARIANTS[variant]
         path = os.environ.get(spec.env_var) or lite._packaged_file(spec)
-        self.net = EfficientNet.from_pretrained(variant.replace("_", "-"), weights_path=str(path), image_size=image_size)
+        name = variant.replace("_", "-")
+        self.net = EfficientNet.from_pretrained(name, weights_path=str(path), image_size=image_size)
         ends = spec.stage_ends
         self.taps = {ends[t]: t for t in taps}
         self.order = taps

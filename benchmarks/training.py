@@ -4,7 +4,7 @@ Real data (`deepgaze_jax.data.datasets.mit1003()` + `to_working_space`, the pape
 384 x 512 / 512 x 384 working sizes), the default model (EfficientNet-Lite0 taps, paper
 readout), uniform centre bias (speed does not depend on it).
 
-* cache build: `feature_cache.cached_feature_grids` over all 1003 images into an empty
+* cache build: `feature_cache.cached_feature_grids` over the images into an empty
   temporary directory (backbone once per image, float16 grids); its size on disk; and
   a second call that only reads the cache back.
 * with cache: one L-BFGS epoch (one iteration with its line search, the project's
@@ -15,7 +15,11 @@ readout), uniform centre bias (speed does not depend on it).
   then the same Adam step on the fresh grids. Timed over a subset of the images after a
   warm-up pass over the same subset, and scaled linearly to 1003 images.
 
-    python -m benchmarks.training [--subset 50] [--epochs 3]
+With ``--images N`` < 1003 (the default, 200, keeps `benchmarks.run` short) everything is
+measured on the first N images and per-epoch and one-off times are scaled linearly to 1003;
+``--images 1003`` measures the whole dataset.
+
+    python -m benchmarks.training [--images 1003] [--subset 50] [--epochs 3]
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Callable
 
 import numpy as np
 
-from benchmarks import Timing, machine_line, measure, table
+from benchmarks import machine_line, measure, table
 
 
 def uniform_log_centerbias(grid_shapes) -> list[np.ndarray]:
@@ -65,7 +69,10 @@ def no_cache_epoch(config, weights, images, fixations, indices, stats, batch_siz
     by_shape: dict[tuple, list[int]] = {}
     for i in indices:
         by_shape.setdefault(images[i].shape, []).append(i)
-    chunks = [(shape, members[s : s + batch_size]) for shape, members in by_shape.items() for s in range(0, len(members), batch_size)]
+    chunks = [
+        (shape, members[s : s + batch_size]) for shape, members in by_shape.items()
+        for s in range(0, len(members), batch_size)
+    ]
 
     def run():
         for shape, chunk in chunks:
@@ -82,7 +89,8 @@ def no_cache_epoch(config, weights, images, fixations, indices, stats, batch_siz
 
 def main(argv=None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subset", type=int, default=50, help="images timed without the cache (then scaled)")
+    parser.add_argument("--images", type=int, default=200, help="MIT1003 images used (1003: all; else scaled)")
+    parser.add_argument("--subset", type=int, default=50, help="images timed without the cache")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs with the cache")
     parser.add_argument("--batch-size", type=int, default=32, help="Adam minibatch")
     parser.add_argument("--cache-batch", type=int, default=8, help="images per backbone call when building the cache")
@@ -97,10 +105,15 @@ def main(argv=None) -> list[str]:
 
     config = ModelConfig()
     weights = config.get_backbone().load_weights()
+    dataset = mit1003()
+    total = len(dataset)
+    dataset = dataset.subset(np.arange(min(args.images, total)))
     start = time.perf_counter()
-    images, fixations = to_working_space(mit1003(), workers=2, progress=False)
+    images, fixations = to_working_space(dataset, workers=2, progress=False)
     load_s = time.perf_counter() - start
-    everything = list(range(len(images)))
+    n = len(images)
+    everything = list(range(n))
+    scale = total / n
 
     with tempfile.TemporaryDirectory(prefix="deepgaze-bench-cache-") as directory:
         start = time.perf_counter()
@@ -119,34 +132,36 @@ def main(argv=None) -> list[str]:
             train_config = T.TrainConfig(optimizer=name, batch_size=args.batch_size)
             steps = T.make_steps(config, train_config)
             run = _epoch_timer(steps, T.create_train_state(config, train_config, stats), groups)
-            epochs[name] = measure(run, args.epochs, warmup=1)
+            epochs[name] = measure(run, args.epochs, warmup=1).scaled(scale)
         del groups
 
     subset = everything[: args.subset]
     run = no_cache_epoch(config, jax.device_put(weights), images, fixations, subset, stats, args.batch_size)
-    uncached = measure(run, 2, warmup=1)
-    scale = len(images) / len(subset)
-    uncached_full = Timing(tuple(t * scale for t in uncached.times))
+    uncached = measure(run, 2, warmup=1).scaled(total / len(subset))
 
-    n = len(images)
+    def per_epoch(timing) -> str:
+        return f"{uncached.median / timing.median:.0f}x"
+
+    scaled = "" if n == total else f", timed on {n} images and scaled x{scale:.2f}"
     return [
         table(
-            f"Training on MIT1003 ({n} images, Lite0 taps, paper readout): seconds per epoch",
+            f"Training on MIT1003 (Lite0 taps, paper readout): seconds per epoch over all {total} images",
             ["what", "s/epoch median (range)", "epoch without cache ÷ this"],
             [
-                [f"without cache: backbone per minibatch + Adam step (timed on {len(subset)} images, x{scale:.1f})",
-                 uncached_full.seconds(), "1"],
-                ["with cache: Adam epoch (minibatches of 32)", epochs["adam"].seconds(),
-                 f"{uncached_full.median / epochs['adam'].median:.0f}x"],
-                ["with cache: L-BFGS epoch (1 iteration + line search, full batch)", epochs["lbfgs"].seconds(),
-                 f"{uncached_full.median / epochs['lbfgs'].median:.0f}x"],
+                [f"without cache: backbone per minibatch + Adam step (timed on {len(subset)} images, "
+                 f"scaled x{total / len(subset):.1f})", uncached.seconds(), "1"],
+                [f"with cache: Adam epoch, minibatches of {args.batch_size}{scaled}", epochs["adam"].seconds(),
+                 per_epoch(epochs["adam"])],
+                [f"with cache: L-BFGS epoch (1 iteration + line search, full batch){scaled}",
+                 epochs["lbfgs"].seconds(), per_epoch(epochs["lbfgs"])],
             ],
             notes=[
-                f"One-off costs: decoding + resizing {n} images {load_s:.0f} s; building the feature cache "
-                f"{build_s:.0f} s ({1e3 * build_s / n:.0f} ms/image, batches of {args.cache_batch}), "
-                f"{size_mib:.0f} MiB on disk (float16); reading it back {reload_s:.1f} s.",
-                "Without the cache every epoch pays the backbone again; the ratio is per epoch, so over a "
-                "20-800-epoch run the cache build is paid back within its first epoch.",
+                f"One-off costs for {total} images{'' if n == total else f' (measured on {n}, scaled)'}: decoding + "
+                f"resizing {load_s * scale:.0f} s; building the feature cache {build_s * scale:.0f} s "
+                f"({1e3 * build_s / n:.0f} ms/image, batches of {args.cache_batch}), {size_mib * scale:.0f} MiB on "
+                f"disk (float16); reading it back {reload_s * scale:.1f} s.",
+                "Timed epochs follow one warm-up epoch (compilation); L-BFGS epochs differ in their number of "
+                "line-search steps, hence the range. The cache build is paid back within the first epoch.",
                 f"Machine: {machine_line()}.",
             ],
         )
