@@ -62,7 +62,8 @@ def salicon_root(tmp_path):
 
 
 def common_args(tmp_path):
-    return ["--backbone", "fake", "--max-epochs", "2", "--cache-dir", str(tmp_path / "cache")]
+    """Fake backbone, linear readout (DeepGaze I style; the paper's readout is covered by the unit tests)."""
+    return ["--backbone", "fake", "--readout", "linear", "--max-epochs", "1", "--cache-dir", str(tmp_path / "cache")]
 
 
 def test_pretrain_then_crossvalidate(tmp_path, monkeypatch, mit_root, salicon_root):
@@ -81,21 +82,11 @@ def test_pretrain_then_crossvalidate(tmp_path, monkeypatch, mit_root, salicon_ro
                                  "--workdir", str(workdir)]
     )
     assert report["overall"]["num_images"] == 6 and report["paper_subset_1024x768"]["num_images"] == 2
-    assert load_model(workdir / "mixture.npz", backbone_weights={}).num_components == 2
+    combined = load_model(workdir / "mixture.npz", backbone_weights={})
+    assert combined.num_components == 2 and combined.config.readout_features == (1,)
+    assert set(combined.head["params"]["readout"]) == {"layer0"}
     assert "| fold 1 |" in (workdir / "report.md").read_text()
     assert json.loads((workdir / "report.json").read_text())["command"]["init"] == str(model_path)
-
-
-def test_linear_readout_without_pretraining(tmp_path, monkeypatch, mit_root):
-    fake_backbone.install(monkeypatch)
-    workdir = tmp_path / "cv"
-    crossval_mit1003.main(
-        common_args(tmp_path) + ["--readout", "linear", "--no-pretrain", "--data-dir", str(mit_root), "--folds", "2",
-                                 "--workdir", str(workdir)]
-    )
-    model = load_model(workdir / "mixture.npz", backbone_weights={})
-    assert model.config.readout_features == (1,)
-    assert set(model.head["params"]["readout"]) == {"layer0"}
 
 
 def test_pretrain_without_salicon_fails_with_instructions(tmp_path, capsys):

@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent(
 
     results = {}
     for optimizer in ("lbfgs", "adam"):
-        cfg = T.TrainConfig(optimizer=optimizer, max_epochs=4, batch_size=4, learning_rate=0.05)
+        cfg = T.TrainConfig(optimizer=optimizer, max_epochs=3, batch_size=4, learning_rate=0.05)
         state0 = T.create_train_state(CONFIG, cfg, stats)
         for n, mesh in meshes.items():
             steps = T.make_steps(CONFIG, cfg, mesh)
@@ -51,8 +51,8 @@ SCRIPT = textwrap.dedent(
         )
         np.testing.assert_allclose(predict(e4), predict(e1), rtol=1e-4, atol=1e-4)
         # later epochs agree in loss (float32 sums in another order, amplified by the line search)
-        np.testing.assert_allclose(s4.val_loss[:5], s1.val_loss[:5], rtol=1e-3)
-        assert float(s4.val_loss[4]) < float(s4.val_loss[0])
+        np.testing.assert_allclose(s4.val_loss[:4], s1.val_loss[:4], rtol=1e-3)
+        assert float(s4.val_loss[3]) < float(s4.val_loss[0])
     print("MULTIDEVICE OK")
     """
 )
