@@ -25,9 +25,10 @@ with Adam. Regularisation: an L2 penalty on the readout's weight matrices
 (``weight_decay``, default 0.01, times their sum of squares, added to the
 objective only; reported losses are pure NLL) besides early stopping; the blur
 width is bounded by the finalizer's clip. Without the penalty full-batch L-BFGS
-overfits MIT1003 within ~15 epochs (Lite0 crossvalidation: 76.0% IG explained
-without, see the README for the figure with it); 0.01 and 0.03 gave the same
-held-out loss on folds 0 and 3, 0.1 collapsed the readout to the centre bias.
+overfits MIT1003 within ~15 epochs (Lite0 10-fold crossvalidation: 76.0% IG
+explained without, 78.7% with 0.01). The value was picked on the held-out loss
+of folds 0 and 3 (0.01 and 0.03 gave about the same; 0.1 collapsed the readout
+to the centre bias), so that figure is mildly optimistic.
 
 Stopping rule (paper, section 2.4): train at least ``min_epochs`` (20) epochs;
 stop as soon as each of the last ``window`` (3) epochs has a validation loss
