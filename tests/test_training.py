@@ -1,5 +1,4 @@
 import math
-import os
 
 import jax
 import jax.numpy as jnp
