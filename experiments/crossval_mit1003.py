@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> dict:
                                         "init": None if args.init is None else str(args.init),
                                         "data_dir": None if args.data_dir is None else str(args.data_dir)},
                   cache_s=cache_s, total_s=time.time() - started)
+    sizes = datasets.working_sizes(dataset.image_sizes, mode="paper")
+    report["figures"] = crossvalidation.write_figures(
+        args.workdir, report, lambda i: dataset.load_image(i, size=tuple(sizes[i])), fixations, config.cell
+    )
     (args.workdir / "report.json").write_text(json.dumps(report, indent=1))
     title = f"MIT1003 crossvalidation: {config.backbone}, {args.readout} readout, " + (
         "no pretraining" if args.no_pretrain else f"init {args.init}")

@@ -85,7 +85,11 @@ def test_pretrain_then_crossvalidate(tmp_path, monkeypatch, mit_root, salicon_ro
     combined = load_model(workdir / "mixture.npz", backbone_weights={})
     assert combined.num_components == 2 and combined.config.readout_features == (1,)
     assert set(combined.head["params"]["readout"]) == {"layer0"}
-    assert "| fold 1 |" in (workdir / "report.md").read_text()
+    markdown = (workdir / "report.md").read_text()
+    assert "| fold 1 |" in markdown
+    assert len(report["figures"]) == 4 and "![" in markdown
+    for figure in report["figures"]:
+        assert (workdir / figure["file"]).stat().st_size > 10_000 and f"]({figure['file']})" in markdown
     assert json.loads((workdir / "report.json").read_text())["command"]["init"] == str(model_path)
 
 

@@ -42,6 +42,7 @@ from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.finalizer import expand_to_pixels
 from deepgaze_jax.goldstandard import fit_gold_standard, gold_standard_loglik
 from deepgaze_jax.metrics import evaluate_log_densities
+from deepgaze_jax.plotting import plot_ig_scatter, plot_samples
 from deepgaze_jax.model import (
     DeepGazeParams, ModelConfig, SaliencyHead, centerbias_on_grid, load_model, mixture, save_model,
 )
@@ -290,9 +291,43 @@ def crossval_report(
             for k in range(num_folds)
         ],
         "judd_auc": result["auc_judd"],
+        "per_image": {
+            "index": np.asarray(result["per_image_index"]).tolist(),
+            "ig_bits": (result["per_image_ll_bits"] - result["per_image_baseline_ll_bits"]).tolist(),
+            "gold_ig_bits": (result["per_image_gold_ll_bits"] - result["per_image_baseline_ll_bits"]).tolist(),
+        },
         "centerbias_fit": {"bandwidth_rel": centerbias.bandwidth, "uniform_weight": centerbias.uniform_weight},
         "goldstandard_fit": dataclasses.asdict(gold),
     }
+
+
+def write_figures(
+    workdir: str | os.PathLike, report: dict, load_image, fixations: Fixations, cell: int, num_examples: int = 3
+) -> list[dict]:
+    """The paper's pictures of the held-out predictions, as PNGs in ``workdir``.
+
+    Figure 4: per-image IG of the model against the gold standard's (``ig_scatter.png``);
+    figures 5/6: for the images with the highest, median and lowest IG, equal-mass
+    contours and model samples beside the human fixations (``example_<i>.png``).
+    ``load_image(i)`` returns image i at working size. Returns [{"file", "caption"}].
+    """
+    workdir = Path(workdir)
+    per_image = report["per_image"]
+    index, ig = np.asarray(per_image["index"]), np.asarray(per_image["ig_bits"])
+    plot_ig_scatter(ig, np.asarray(per_image["gold_ig_bits"]), workdir / "ig_scatter.png")
+    figures = [{"file": "ig_scatter.png", "caption": "information gain per image, model vs gold standard (bits/fixation)"}]
+    heldout = load_heldout(workdir, len(report["folds"]))
+    order = np.argsort(ig)[::-1]
+    picks = [order[0], order[len(order) // 2], order[-1]][:num_examples]
+    for rank, name in zip(picks, ("highest", "median", "lowest")):
+        i = int(index[rank])
+        on_image = fixations.n == i
+        path = plot_samples(
+            load_image(i), np.asarray(expand_to_pixels(heldout[i], cell)),
+            (fixations.x[on_image], fixations.y[on_image]), jax.random.PRNGKey(i), workdir / f"example_{i}.png",
+        )
+        figures.append({"file": path.name, "caption": f"image {i}, {name} IG ({ig[rank]:.2f} bits/fixation)"})
+    return figures
 
 
 def report_markdown(report: dict, title: str) -> str:
@@ -313,4 +348,6 @@ def report_markdown(report: dict, title: str) -> str:
     lines += ["", "| fold | epochs | best epoch | s/epoch | train s |", "|---|---|---|---|---|"]
     for k, s in enumerate(report["folds"]):
         lines.append(f"| {k} | {s['epochs']} | {s['best_epoch']} | {s['s_per_epoch']:.2f} | {s['train_s']:.0f} |")
+    for figure in report.get("figures", []):
+        lines += ["", f"![{figure['caption']}]({figure['file']})"]
     return "\n".join(lines) + "\n"
