@@ -1,8 +1,6 @@
 """The experiment scripts end to end on tiny generated MIT1003 / SALICON fixtures (fake backbone)."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +11,7 @@ from deepgaze_jax.data.nus_mat import save_nus_mat
 from deepgaze_jax.data.salicon import save_salicon_mat
 from deepgaze_jax.model import load_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root holds experiments/
-from experiments import crossval_mit1003, pretrain_salicon  # noqa: E402
+from experiments import crossval_mit1003, pretrain_salicon
 
 
 def smooth_image(rng, h, w):
