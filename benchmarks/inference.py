@@ -96,8 +96,9 @@ def jax_run(backbone: str, batch: int, repeat: int, min_seconds: float = 0.0) ->
 def torch_run(backbone: str, batch: int, repeat: int, min_seconds: float = 0.0) -> dict:
     """`torch_reference.Pipeline` on ``batch`` images per call (run by `isolated`).
 
-    Timed with torch's default number of intra-op threads and with one thread, keeping the
-    faster: on a shared machine two OpenMP threads on two busy cores ran 3-8x slower than one.
+    Timed with the faster (over one probe call each) of torch's default number of intra-op
+    threads and one thread: on a shared machine two OpenMP threads on two busy cores ran 3-8x
+    slower than one.
     """
     import torch
 
@@ -109,12 +110,20 @@ def torch_run(backbone: str, batch: int, repeat: int, min_seconds: float = 0.0) 
     start = time.perf_counter()
     pipeline(images)
     first = time.perf_counter() - start
-    timings = {}
-    for threads in dict.fromkeys((torch.get_num_threads(), 1)):
-        torch.set_num_threads(threads)
-        timings[threads] = measure(lambda: pipeline(images), repeat, 1, min_seconds)
-    threads = min(timings, key=lambda t: timings[t].median)
-    return {"times": timings[threads].to_json(), "first_s": first, "threads": threads}
+    threads = min(dict.fromkeys((torch.get_num_threads(), 1)), key=lambda t: _probe(pipeline, images, t))
+    torch.set_num_threads(threads)
+    timing = measure(lambda: pipeline(images), repeat, 1, min_seconds)
+    return {"times": timing.to_json(), "first_s": first, "threads": threads}
+
+
+def _probe(pipeline, images, threads: int) -> float:
+    """Seconds of one call with ``threads`` torch intra-op threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    pipeline(images)
+    return time.perf_counter() - start
 
 
 def forward_sweep(backbone: str, framework: str, batches: list[int], repeat: int) -> dict:
@@ -311,7 +320,7 @@ def speed_table(results: list[dict]) -> str:
             f"Machine: {machine_line()}.",
             "Each row is a fresh process; images/s over the timed calls after one warm-up call. 'first call' includes "
             "tracing and XLA compilation ('compile s': sum of JAX's trace/lower/compile events); torch has none. "
-            "torch: the faster of its default intra-op threads and 1 thread. "
+            "torch: the faster (one probe call each) of its default intra-op threads and 1 thread. "
             "Ratio < 1: JAX faster. 'best' = the batch size with the highest images/s among "
             f"{ {k: v for k, v in candidates.items() if v} }. jax+ynn: XLA_FLAGS={YNN_DOT_FLAG}.",
         ],
