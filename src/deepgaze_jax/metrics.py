@@ -45,11 +45,15 @@ def safe_log(p: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(p, TINY))
 
 
-def log_normalize(log_values: np.ndarray) -> np.ndarray:
-    """``log_values`` shifted so that ``logsumexp == 0`` over all entries (float64)."""
-    log_values = np.asarray(log_values, dtype=np.float64)
+def log_normalize(log_values: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """``log_values`` shifted so that ``logsumexp == 0`` over all entries.
+
+    The result has ``dtype`` (float64 by default; float32 halves the work on large
+    images); the sum of exponentials is always accumulated in float64.
+    """
+    log_values = np.asarray(log_values, dtype=dtype)
     peak = log_values.max()
-    return log_values - (peak + np.log(np.exp(log_values - peak).sum()))
+    return log_values - dtype(peak + np.log(np.exp(log_values - peak).sum(dtype=np.float64)))
 
 
 @functools.lru_cache(maxsize=32)

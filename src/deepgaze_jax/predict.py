@@ -26,23 +26,17 @@ from PIL import Image
 
 from deepgaze_jax.finalizer import expand_to_pixels
 from deepgaze_jax.images import ImageLike, load_working_image
+from deepgaze_jax.metrics import log_normalize
 from deepgaze_jax.model import DeepGazeParams, centerbias_on_grid, density_grid_shape, log_density_grid
 
 CenterBiasLike = Union[None, str, np.ndarray]
-
-
-def _normalise(log_values: np.ndarray) -> np.ndarray:
-    """float32 ``log_values - logsumexp(log_values)``; the sum of exponentials is accumulated in float64."""
-    log_values = log_values.astype(np.float32, copy=False)
-    peak = log_values.max()
-    return log_values - np.float32(peak + np.log(np.exp(log_values - peak).sum(dtype=np.float64)))
 
 
 def _resample(log_density: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     resized = Image.fromarray(log_density.astype(np.float32), mode="F").resize(
         (shape[1], shape[0]), Image.Resampling.BILINEAR
     )
-    return _normalise(np.asarray(resized))
+    return log_normalize(np.asarray(resized), dtype=np.float32)
 
 
 def _centerbias_template(params: DeepGazeParams, centerbias: CenterBiasLike):
