@@ -32,6 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from deepgaze_jax.model import ModelConfig, feature_grid
+from deepgaze_jax.xla_options import jit
 
 PREPROCESSING_VERSION = 1
 INDEX_NAME = "index.json"
@@ -108,7 +109,7 @@ def _load_entry(directory: Path, key: str, entry: dict) -> np.ndarray | None:
 @functools.lru_cache(maxsize=8)
 def _jitted_grid(config: ModelConfig, dtype: str):
     storage = jnp.dtype(STORAGE_DTYPES[dtype])
-    return jax.jit(lambda weights, images: feature_grid(config, weights, images).astype(storage))
+    return jit(lambda weights, images: feature_grid(config, weights, images).astype(storage))
 
 
 def cached_feature_grids(

@@ -35,6 +35,7 @@ import numpy as np
 from deepgaze_jax.backbones import Backbone, get_backbone
 from deepgaze_jax.finalizer import Finalizer, log_softmax_2d
 from deepgaze_jax.readout import PAPER_FEATURES, Readout
+from deepgaze_jax.xla_options import jit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +164,7 @@ def head_log_density(config: ModelConfig, head, grid: jnp.ndarray, log_centerbia
     return jax.nn.logsumexp(per_component, axis=0) - math.log(per_component.shape[0])
 
 
-@functools.partial(jax.jit, static_argnames="backbone_dtype")
+@functools.partial(jit, static_argnames="backbone_dtype")
 def log_density_grid(
     params: DeepGazeParams, images: jnp.ndarray, log_centerbias: jnp.ndarray, backbone_dtype=jnp.float32
 ) -> jnp.ndarray:

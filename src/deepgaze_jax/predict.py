@@ -28,6 +28,7 @@ from deepgaze_jax.finalizer import expand_to_pixels
 from deepgaze_jax.images import ImageLike, load_working_image
 from deepgaze_jax.metrics import log_normalize
 from deepgaze_jax.model import DeepGazeParams, centerbias_on_grid, density_grid_shape, log_density_grid
+from deepgaze_jax.xla_options import jit
 
 CenterBiasLike = Union[None, str, np.ndarray]
 
@@ -54,7 +55,7 @@ def _centerbias_template(params: DeepGazeParams, centerbias: CenterBiasLike):
     return template
 
 
-_expand = jax.jit(expand_to_pixels, static_argnums=1)
+_expand = jit(expand_to_pixels, static_argnums=1)
 
 
 def predict_density(
