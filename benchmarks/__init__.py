@@ -23,7 +23,6 @@ from typing import Callable, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 RESULT_MARKER = "BENCHMARK-RESULT "
-YNN_DOT_FLAG = "--xla_cpu_experimental_ynn_fusion_type=dot"
 
 # ----------------------------------------------------------------------------- timing
 

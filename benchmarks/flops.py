@@ -26,6 +26,7 @@ import numpy as np
 
 from benchmarks import Timing, cpu_ghz, cpu_peak_flops, machine_line, measure, table
 from benchmarks.inference import BACKBONES, SHORT, benchmark_model
+from deepgaze_jax.xla_options import jit
 
 
 def vgg19_analytic_flops(height: int, width: int, taps) -> tuple[float, float]:
@@ -89,9 +90,9 @@ def backbone_flops(
     if layout == "NCHW":
         if backbone != "vgg19":
             raise ValueError("the NCHW layout experiment is VGG-19 only")
-        fn = jax.jit(lambda w, x: vgg19_nchw(w, x, jnp.dtype(dtype)))
+        fn = jit(lambda w, x: vgg19_nchw(w, x, jnp.dtype(dtype)))
     else:
-        fn = jax.jit(lambda w, x: features(w, x, taps, dtype=jnp.dtype(dtype)))
+        fn = jit(lambda w, x: features(w, x, taps, dtype=jnp.dtype(dtype)))
     with jax.default_matmul_precision(precision):
         compiled = fn.lower(weights, images).compile()
     timing = measure(lambda: jax.block_until_ready(compiled(weights, images)), repeat)
@@ -163,8 +164,8 @@ def depthwise_table(batch: int, dtype: str, repeat: int) -> str:
         x = jax.device_put(rng.standard_normal((batch, h, w, c)).astype(dtype))
         kernel = jax.device_put(rng.standard_normal((k, k, 1, c)).astype(dtype))
         pad = ((k // 2, k // 2),) * 2
-        grouped = jax.jit(lambda x, kernel: conv2d(x, kernel, stride=stride, padding=pad, groups=c))
-        shifted = jax.jit(lambda x, kernel: shifted_slice_depthwise(x, kernel, stride=stride, padding=pad))
+        grouped = jit(lambda x, kernel: conv2d(x, kernel, stride=stride, padding=pad, groups=c))
+        shifted = jit(lambda x, kernel: shifted_slice_depthwise(x, kernel, stride=stride, padding=pad))
         diff = float(jnp.max(jnp.abs(grouped(x, kernel).astype(jnp.float32) - shifted(x, kernel).astype(jnp.float32))))
         times = [measure(lambda f=f: f(x, kernel).block_until_ready(), repeat) for f in (grouped, shifted)]
         flops = 2 * k * k * c * batch * (h // stride) * (w // stride)

@@ -12,8 +12,8 @@ not depend on the values) and each batch size, one fresh process measures:
   XLA compilations in the timed calls (must be 0);
 
 and the same for `benchmarks.torch_reference.Pipeline` (torch's own threads, default
-settings). JAX is also run with ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=dot``
-(XLA:CPU's YNNPACK fusion for dots). A second table counts compilations over images of
+settings). On CPU, JAX is also run with ``DEEPGAZE_JAX_XLA_CPU_YNN=0`` (without the YNNPACK
+dot option that `xla_options.jit` passes to XLA:CPU by default). A second table counts compilations over images of
 different sizes, and a third compares the densities of the two pipelines and of a
 bfloat16 backbone against float32.
 
@@ -29,15 +29,15 @@ import time
 
 import numpy as np
 
-from benchmarks import (
-    YNN_DOT_FLAG, CompileCounter, Timing, isolated, machine_line, measure, table, with_xla_flag,
-)
+from benchmarks import CompileCounter, Timing, isolated, machine_line, measure, table
+from deepgaze_jax.xla_options import OFF_SWITCH, compiler_options
 
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite2", "vgg19")
 BATCHES = {"efficientnet_lite0": (1, 4), "efficientnet_lite2": (1, 4), "vgg19": (1, 2)}
 IMAGE_SHAPE = (768, 1024)  # (H, W): MIT1003's landscape size; working size 384 x 512
 SHORT = {"efficientnet_lite0": "Lite0", "efficientnet_lite2": "Lite2", "vgg19": "VGG-19"}
 DTYPES = ("float32", "bfloat16")
+NO_YNN = "jax, YNN off"
 
 
 def vgg19_random_weights(seed: int = 0) -> dict[str, np.ndarray]:
@@ -266,15 +266,15 @@ def _differences(a: list[np.ndarray], b: list[np.ndarray]) -> dict:
 
 
 def run_configurations(backbones, batches, repeat: int) -> list[dict]:
-    """Every (backbone, framework, batch) in its own process; JAX with the YNN flag at batch 1 (CPU only)."""
+    """Every (backbone, framework, batch) in its own process; on CPU also JAX without the YNN option at batch 1."""
     import jax
 
     results = []
     for backbone in backbones:
         sizes = batches.get(backbone, BATCHES[backbone])
         runs = [("jax", "jax_run", {}, b) for b in sizes] + [("torch", "torch_run", {}, b) for b in sizes]
-        if jax.default_backend() == "cpu":  # the YNN flag is an XLA:CPU option
-            runs.append(("jax+ynn", "jax_run", with_xla_flag(YNN_DOT_FLAG), 1))
+        if jax.default_backend() == "cpu" and compiler_options():  # an XLA:CPU option
+            runs.append((NO_YNN, "jax_run", {OFF_SWITCH: "0"}, 1))
         reps = repeat if backbone != "vgg19" else max(2, repeat // 2)
         for framework, target, env, batch in runs:
             r = isolated(f"benchmarks.inference:{target}", env, backbone=backbone, batch=batch, repeat=reps)
@@ -302,8 +302,8 @@ def speed_table(results: list[dict]) -> str:
             else:
                 ratio = f"{per_image[fw, b] / per_image['torch', torch_b]:.2f}"
                 ratio += "" if torch_b == b else f" (torch b={torch_b})"
-            if fw == "jax+ynn":
-                ratio += f"; {per_image['jax', b] / per_image[fw, b]:.2f}x JAX's default speed"
+            if fw == NO_YNN:
+                ratio += f"; the default is {per_image[fw, b] / per_image['jax', b]:.2f}x faster"
             label = f"torch ({r['threads']} thread{'s' if r['threads'] > 1 else ''})" if fw == "torch" else fw
             rows.append([
                 SHORT[backbone], label, f"{b}{' (best)' if b == best[fw] and b != 1 else ''}", r["timing"].rate(b),
@@ -322,7 +322,7 @@ def speed_table(results: list[dict]) -> str:
             "tracing and XLA compilation ('compile s': sum of JAX's trace/lower/compile events); torch has none. "
             "torch: the faster (one probe call each) of its default intra-op threads and 1 thread. "
             "Ratio < 1: JAX faster. 'best' = the batch size with the highest images/s among "
-            f"{ {k: v for k, v in candidates.items() if v} }. jax+ynn: XLA_FLAGS={YNN_DOT_FLAG}.",
+            f"{ {k: v for k, v in candidates.items() if v} }. {NO_YNN}: {OFF_SWITCH}=0 (XLA:CPU without YNNPACK dots).",
         ],
     )
 

@@ -35,6 +35,7 @@ from typing import Callable
 import numpy as np
 
 from benchmarks import machine_line, measure, table
+from deepgaze_jax.xla_options import jit
 
 
 def uniform_log_centerbias(grid_shapes) -> list[np.ndarray]:
@@ -62,7 +63,7 @@ def no_cache_epoch(config, weights, images, fixations, indices, stats, batch_siz
     from deepgaze_jax import training as T
     from deepgaze_jax.model import density_grid_shape, feature_grid
 
-    backbone = jax.jit(functools.partial(feature_grid, config))
+    backbone = jit(functools.partial(feature_grid, config))
     train_config = T.TrainConfig(optimizer="adam", batch_size=batch_size)
     steps = T.make_steps(config, train_config)
     holder = {"state": T.create_train_state(config, train_config, stats)}

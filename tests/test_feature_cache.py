@@ -76,6 +76,18 @@ def test_keys_depend_on_weights_taps_and_dtype(setup):
     assert len(keys) == 5
 
 
+def test_keys_depend_on_the_backbone_code(setup, monkeypatch):
+    images, weights = setup
+    fp = fc.weights_fingerprint(weights)
+    before = fc.entry_key(images[0], fc.cache_context(CONFIG, fp, "float16"))
+    real = fc.inspect.getsource
+    edited = lambda obj: real(obj) + ("\n# edited" if obj is fake_backbone else "")  # noqa: E731
+    monkeypatch.setattr(fc.inspect, "getsource", edited)
+    assert fc.entry_key(images[0], fc.cache_context(CONFIG, fp, "float16")) != before
+    monkeypatch.setattr(fc.inspect, "getsource", real)
+    assert fc.entry_key(images[0], fc.cache_context(CONFIG, fp, "float16")) == before
+
+
 def test_bfloat16_storage(tmp_path, setup):
     images, weights = setup
     grids = fc.cached_feature_grids(images[:1], CONFIG, weights, tmp_path, dtype="bfloat16", progress=False)

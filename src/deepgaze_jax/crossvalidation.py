@@ -46,7 +46,6 @@ from deepgaze_jax.plotting import plot_ig_scatter, plot_samples
 from deepgaze_jax.model import (
     DeepGazeParams, ModelConfig, SaliencyHead, centerbias_on_grid, load_model, mixture, save_model,
 )
-from deepgaze_jax.xla_options import jit
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ class FoldData:
 
 def predict_grids(config: ModelConfig, variables, grids: Sequence[np.ndarray], log_cbs: Sequence[np.ndarray]) -> list[np.ndarray]:
     """(H, W) float32 log density on the density grid for each (grid, centre bias) pair."""
-    apply = jit(lambda g, c: SaliencyHead(config).apply(variables, g.astype(jnp.float32)[None], c[None])[0])
+    apply = jax.jit(lambda g, c: SaliencyHead(config).apply(variables, g.astype(jnp.float32)[None], c[None])[0])
     return [np.asarray(apply(jnp.asarray(g), jnp.asarray(c))) for g, c in zip(grids, log_cbs)]
 
 

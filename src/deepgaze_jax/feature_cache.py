@@ -8,10 +8,11 @@ batches, with the backbone jitted once per working shape, and stored as one
 read-only memory maps), plus a JSON index.
 
 Every entry is keyed by a SHA-256 of the image's bytes and shape and of the
-*context*: backbone name, a fingerprint of its weights, the taps, the working
-long side and `PREPROCESSING_VERSION` (bump it when the way grids are computed
-changes). A changed image, backbone, weight file or tap list therefore gets a new
-key and only those grids are rebuilt; stale files are left for `prune` to remove.
+*context*: backbone name, a fingerprint of its weights, a fingerprint of the code
+that computes grids (`code_fingerprint`), the taps, the working long side and
+`PREPROCESSING_VERSION` (bump it when anything else about grids changes). A changed
+image, backbone, weight file, backbone code or tap list therefore gets a new key
+and only those grids are rebuilt; stale files are left for `prune` to remove.
 Files and the index are written atomically (temporary file + rename), so a build
 killed midway resumes where it stopped.
 """
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
+import sys
 import json
 import os
 from pathlib import Path
@@ -31,6 +34,7 @@ import ml_dtypes
 import numpy as np
 from tqdm.auto import tqdm
 
+from deepgaze_jax.backbones import _ops
 from deepgaze_jax.model import ModelConfig, feature_grid
 from deepgaze_jax.xla_options import jit
 
@@ -54,11 +58,25 @@ def weights_fingerprint(weights: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def code_fingerprint(config: ModelConfig) -> str:
+    """SHA-256 (hex) of the source of `model.feature_grid`, the backbone's module and its shared layers.
+
+    Any edit there (even a cosmetic one) invalidates cached grids: rebuilding costs minutes,
+    training on grids from older code could silently cost correctness.
+    """
+    backbone_module = sys.modules[config.get_backbone().features.__module__]
+    h = hashlib.sha256(inspect.getsource(feature_grid).encode())
+    for module in (backbone_module, _ops):
+        h.update(inspect.getsource(module).encode())
+    return h.hexdigest()
+
+
 def cache_context(config: ModelConfig, fingerprint: str, dtype: str) -> dict:
     """Everything besides the image that determines a cached grid."""
     return {
         "backbone": config.backbone,
         "weights_sha256": fingerprint,
+        "code_sha256": code_fingerprint(config),
         "taps": list(config.resolved_taps()),
         "long_side": config.long_side,
         "preprocessing_version": PREPROCESSING_VERSION,

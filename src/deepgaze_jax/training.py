@@ -72,7 +72,6 @@ from tqdm.auto import tqdm
 
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.model import ModelConfig, SaliencyHead
-from deepgaze_jax.xla_options import jit
 
 logger = logging.getLogger(__name__)
 
@@ -346,10 +345,14 @@ class Steps:
 
 
 def make_steps(config: ModelConfig, train_config: TrainConfig, mesh: Mesh | None = None) -> Steps:
-    """Jitted loss and epoch functions for ``config`` on ``mesh`` (default: all devices)."""
+    """Jitted loss and epoch functions for ``config`` on ``mesh`` (default: all devices).
+
+    Plain `jax.jit`, without `xla_options.jit`'s YNNPACK option: on cached grids it made
+    epochs 4-13% slower on CPU (interleaved A/B, docs/benchmarks.md).
+    """
     mesh = data_mesh() if mesh is None else mesh
     loss = make_loss_fn(config, mesh)
-    jitted_loss = jit(loss)
+    jitted_loss = jax.jit(loss)
     tx = make_optimizer(train_config)
 
     def penalty(params):
@@ -366,7 +369,7 @@ def make_steps(config: ModelConfig, train_config: TrainConfig, mesh: Mesh | None
         # the line search's objective at the new params, less the penalty: the training NLL
         return new_state, optax.tree_utils.tree_get(opt_state, "value") - penalty(params)
 
-    @functools.partial(jit, static_argnames="group_index")
+    @functools.partial(jax.jit, static_argnames="group_index")
     def adam_step(params, opt_state, stats, groups, group_index, indices, weights):
         batch = tuple(
             ShapeGroup(g.grids[indices], g.log_centerbias[indices], g.counts[indices] * weights[:, None, None], g.valid[indices])
@@ -385,7 +388,7 @@ def make_steps(config: ModelConfig, train_config: TrainConfig, mesh: Mesh | None
         new_state = state.replace(params=params, opt_state=opt_state, rng=rng, epoch=state.epoch + 1)
         return new_state, jitted_loss(params, state.stats, groups)
 
-    @jit
+    @jax.jit
     def record(state: TrainState, train_loss, val_loss):
         improved = val_loss < jnp.nanmin(state.val_loss)
         return state.replace(
@@ -397,7 +400,7 @@ def make_steps(config: ModelConfig, train_config: TrainConfig, mesh: Mesh | None
             best_epoch=jnp.where(improved, state.epoch, state.best_epoch),
         )
 
-    train_epoch = jit(lbfgs_epoch) if train_config.optimizer == "lbfgs" else adam_epoch
+    train_epoch = jax.jit(lbfgs_epoch) if train_config.optimizer == "lbfgs" else adam_epoch
     return Steps(loss=jitted_loss, train_epoch=train_epoch, record=record, mesh=mesh)
 
 

@@ -3,8 +3,10 @@
 XLA:CPU can hand dot products (our 1x1 convolutions, the readout, the separable blur) to
 YNNPACK instead of its default Eigen kernels. On a 2-core AVX2 EPYC this made
 `predict_density` at 1024x768 1.3-1.5x faster for EfficientNet-Lite and 1.1-1.2x for
-VGG-19 (whose 3x3 convolutions XLA lowers to dots), at float32 rounding error
-(`python -m benchmarks.inference`, docs/benchmarks.md).
+VGG-19, at float32 rounding error (`python -m benchmarks.inference`, docs/benchmarks.md).
+It is used where the backbone runs: `model.log_density_grid`, `predict_density` and the
+feature cache build. Training on cached grids keeps plain `jax.jit` (the option made
+its epochs 4-13% slower).
 
 The option is passed per compilation (``jax.jit(..., compiler_options=...)``), never through
 the process-wide ``XLA_FLAGS``, so nothing else in the user's process changes. It is a
