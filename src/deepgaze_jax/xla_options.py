@@ -2,7 +2,7 @@
 
 XLA:CPU can hand dot products (our 1x1 convolutions, the readout, the separable blur) to
 YNNPACK instead of its default Eigen kernels. On a 2-core AVX2 EPYC this made
-`predict_density` at 1024x768 1.3-1.5x faster for EfficientNet-Lite and 1.1-1.2x for
+`predict_density` at 1024x768 1.3-1.5x faster for EfficientNet-Lite and 1.2x for
 VGG-19, at float32 rounding error (`python -m benchmarks.inference`, docs/benchmarks.md).
 It is used where the backbone runs: `model.log_density_grid`, `predict_density` and the
 feature cache build. Training on cached grids keeps plain `jax.jit` (the option made
@@ -10,7 +10,8 @@ its epochs 4-13% slower).
 
 The option is passed per compilation (``jax.jit(..., compiler_options=...)``), never through
 the process-wide ``XLA_FLAGS``, so nothing else in the user's process changes. It is a
-debug option that only XLA:CPU reads; other backends ignore it. XLA rejects option names
+debug option that only XLA:CPU's compiler reads (not yet run on a GPU with jaxlib 0.10;
+the H100 figures in docs/benchmarks.md used jaxlib 0.11, without it). XLA rejects option names
 and values it does not know, so it is used only with the jaxlib versions it was measured
 on (`MEASURED_JAXLIB`), and ``DEEPGAZE_JAX_XLA_CPU_YNN=0`` turns it off (to compare, or to
 work around a compiler bug).
