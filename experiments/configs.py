@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -63,3 +64,31 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout, force=True)
     for noisy in ("absl", "orbax", "jax"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def write_crossval_report(
+    workdir: Path, dataset, fixations, cell: int, num_folds: int, seed: int, title: str, **extra
+) -> dict:
+    """Scores ``workdir``'s held-out predictions, draws the figures, writes ``report.json`` / ``report.md``.
+
+    ``dataset`` is the MIT1003 `datasets` object, ``fixations`` in its working space;
+    ``extra`` (the command, timings) is stored in the report as given.
+    """
+    from deepgaze_jax import crossvalidation
+    from deepgaze_jax.data import datasets
+
+    report = crossvalidation.crossval_report(workdir, fixations, dataset.image_sizes, cell, num_folds, seed)
+    report.update(extra)
+    sizes = datasets.working_sizes(dataset.image_sizes, mode="paper")
+    report["figures"] = crossvalidation.write_figures(
+        workdir, report, lambda i: dataset.load_image(i, size=tuple(sizes[i])), fixations, cell
+    )
+    (workdir / "report.json").write_text(json.dumps(report, indent=1))
+    (workdir / "report.md").write_text(crossvalidation.report_markdown(report, title))
+    overall = report["overall"]
+    logging.getLogger("experiments").info(
+        f"held-out: LL {overall['ll_bits']:.3f} bits/fix, IG {overall['ig_bits']:.3f} bits/fix, "
+        f"IG explained {overall['ig_explained_pct']:.1f}%, AUC {overall['auc']:.4f}, sAUC {overall['sauc']:.4f}; "
+        f"report in {workdir / 'report.md'}"
+    )
+    return report

@@ -13,7 +13,6 @@ current one from its last checkpoint.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
@@ -59,25 +58,15 @@ def main(argv: list[str] | None = None) -> dict:
         crossvalidation.FoldData(grids, fixations), config, configs.train_config(args), args.workdir,
         num_folds=args.folds, seed=args.seed, init=init, log=log,
     )
-    report = crossvalidation.crossval_report(
-        args.workdir, fixations, dataset.image_sizes, config.cell, num_folds=args.folds, seed=args.seed
-    )
-    report.update(command=vars(args) | {"workdir": str(args.workdir), "cache_dir": str(args.cache_dir),
-                                        "init": None if args.init is None else str(args.init),
-                                        "data_dir": None if args.data_dir is None else str(args.data_dir)},
-                  cache_s=cache_s, total_s=time.time() - started)
-    sizes = datasets.working_sizes(dataset.image_sizes, mode="paper")
-    report["figures"] = crossvalidation.write_figures(
-        args.workdir, report, lambda i: dataset.load_image(i, size=tuple(sizes[i])), fixations, config.cell
-    )
-    (args.workdir / "report.json").write_text(json.dumps(report, indent=1))
     title = f"MIT1003 crossvalidation: {config.backbone}, {args.readout} readout, " + (
         "no pretraining" if args.no_pretrain else f"init {args.init}")
-    (args.workdir / "report.md").write_text(crossvalidation.report_markdown(report, title))
-    overall = report["overall"]
-    log(f"held-out: LL {overall['ll_bits']:.3f} bits/fix, IG {overall['ig_bits']:.3f} bits/fix, "
-        f"IG explained {overall['ig_explained_pct']:.1f}%, AUC {overall['auc']:.4f}, sAUC {overall['sauc']:.4f}; "
-        f"report in {args.workdir / 'report.md'}")
+    command = vars(args) | {"workdir": str(args.workdir), "cache_dir": str(args.cache_dir),
+                            "init": None if args.init is None else str(args.init),
+                            "data_dir": None if args.data_dir is None else str(args.data_dir)}
+    report = configs.write_crossval_report(
+        args.workdir, dataset, fixations, config.cell, args.folds, args.seed, title,
+        command=command, cache_s=cache_s, total_s=time.time() - started,
+    )
     return report
 
 

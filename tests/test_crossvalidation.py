@@ -81,3 +81,42 @@ def test_report_scores_per_fold_overall_and_paper_subset(finished):
     json.dumps(report, default=float)
     text = cv.report_markdown(report, "synthetic")
     assert "| **all images** | 12 |" in text and "| fold 2 |" in text
+
+
+def test_ensemble_of_runs_averages_heldout_in_probability(finished, tmp_path):
+    data, workdir, _ = finished
+    other = tmp_path / "other"
+    cv.run_crossvalidation(data, CONFIG, TrainConfig(max_epochs=3, seed=7), other, num_folds=3, seed=0, log=lambda _: None)
+    setup = cv.ensemble_crossvalidation([workdir, other], tmp_path / "ensemble")
+    assert setup["ensemble_of"] == [str(workdir), str(other)] and setup["num_folds"] == 3
+    members = [cv.load_heldout(workdir, 3), cv.load_heldout(other, 3)]
+    ensemble = cv.load_heldout(tmp_path / "ensemble", 3)
+    assert sorted(ensemble) == list(range(12))
+    for i, got in ensemble.items():
+        np.testing.assert_allclose(got, np.logaddexp(members[0][i], members[1][i]) - np.log(2), atol=1e-5)
+
+    original = np.tile([768, 1024], (12, 1))
+    scores = [cv.crossval_report(w, data.fixations, original, CONFIG.cell, 3, 0, progress=False)["overall"]
+              for w in (workdir, other, tmp_path / "ensemble")]
+    # log is concave: the mixture's log-likelihood is at least the members' mean
+    assert scores[2]["ll_bits"] >= (scores[0]["ll_bits"] + scores[1]["ll_bits"]) / 2 - 1e-9
+    report = cv.crossval_report(tmp_path / "ensemble", data.fixations, original, CONFIG.cell, 3, 0, progress=False)
+    assert "epochs" not in report["folds"][0]
+    assert "| fold 2 |" in cv.report_markdown(report, "ensemble") and "best epoch" not in cv.report_markdown(report, "e")
+
+
+def test_ensemble_refuses_runs_that_do_not_line_up(finished, tmp_path):
+    data, workdir, _ = finished
+    shifted = tmp_path / "shifted"
+    cv.run_crossvalidation(data, CONFIG, TRAIN, shifted, num_folds=3, seed=1, log=lambda _: None)
+    with pytest.raises(ValueError, match="differ in \\['seed'\\]"):
+        cv.ensemble_crossvalidation([workdir, shifted], tmp_path / "e1")
+    with pytest.raises(ValueError, match="at least two"):
+        cv.ensemble_crossvalidation([workdir], tmp_path / "e2")
+    with pytest.raises(FileNotFoundError, match="no setup.json"):
+        cv.ensemble_crossvalidation([workdir, tmp_path], tmp_path / "e3")
+    unfinished = tmp_path / "unfinished"
+    cv.run_crossvalidation(data, CONFIG, TRAIN, unfinished, num_folds=3, seed=0, log=lambda _: None)
+    (unfinished / "fold_2" / "heldout.npz").unlink()
+    with pytest.raises(ValueError, match="unfinished folds"):
+        cv.ensemble_crossvalidation([workdir, unfinished], tmp_path / "e4")

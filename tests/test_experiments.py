@@ -11,7 +11,7 @@ from deepgaze_jax.data.nus_mat import save_nus_mat
 from deepgaze_jax.data.salicon import save_salicon_mat
 from deepgaze_jax.model import load_model
 
-from experiments import crossval_mit1003, pretrain_salicon
+from experiments import crossval_mit1003, ensemble_mit1003, pretrain_salicon
 
 
 def smooth_image(rng, h, w):
@@ -95,3 +95,20 @@ def test_pretrain_without_salicon_fails_with_instructions(tmp_path, capsys):
         pretrain_salicon.main(["--tfds-dir", str(tmp_path / "tfds"), "--workdir", str(tmp_path / "pre")])
     assert exit_info.value.code == 1
     assert "SALICON needs a manual_dir" in capsys.readouterr().err
+
+
+def test_ensemble_of_two_crossvalidations(tmp_path, monkeypatch, mit_root):
+    fake_backbone.install(monkeypatch)
+    runs = []
+    for readout in ("linear", "paper"):
+        runs.append(tmp_path / readout)
+        args = common_args(tmp_path) + ["--no-pretrain", "--data-dir", str(mit_root), "--folds", "2", "--workdir", str(runs[-1])]
+        args[args.index("--readout") + 1] = readout
+        crossval_mit1003.main(args)
+    members = [json.loads((run / "report.json").read_text())["overall"] for run in runs]
+    report = ensemble_mit1003.main([*map(str, runs), "--data-dir", str(mit_root), "--workdir", str(tmp_path / "ens")])
+    assert report["overall"]["num_images"] == 6
+    assert report["overall"]["ll_bits"] >= min(m["ll_bits"] for m in members)
+    assert report["command"]["runs"] == [str(r) for r in runs]
+    markdown = (tmp_path / "ens" / "report.md").read_text()
+    assert "ensemble of fake + fake" in markdown and "| fold 1 |" in markdown and "![" in markdown

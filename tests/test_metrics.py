@@ -188,3 +188,18 @@ def test_evaluate_rejects_wrong_shape():
     fixations = make_fixations()
     with pytest.raises(ValueError, match="shape"):
         metrics.evaluate_log_densities(lambda i: uniform((3, 3)), fixations, progress=False)
+
+
+def test_log_mean_density_averages_probabilities():
+    p1 = np.array([[0.5, 0.5], [0.0 + 1e-300, 0.0 + 1e-300]])
+    p2 = np.array([[0.25, 0.25], [0.25, 0.25]])
+    out = metrics.log_mean_density([np.log(p1), np.log(p2)])
+    np.testing.assert_allclose(np.exp(out), (p1 + p2) / 2, atol=1e-12)
+    single = metrics.log_mean_density([np.log(p2)], dtype=np.float32)
+    assert single.dtype == np.float32 and np.allclose(single, np.log(p2))
+    extreme = metrics.log_mean_density([np.array([0.0, -1e4]), np.array([-1e4, -1e4])])
+    assert np.all(np.isfinite(extreme)) and np.isclose(np.logaddexp.reduce(extreme), 0.0)
+    with pytest.raises(ValueError, match="at least one"):
+        metrics.log_mean_density([])
+    with pytest.raises(ValueError, match="different shapes"):
+        metrics.log_mean_density([np.zeros((2, 2)), np.zeros((2, 3))])

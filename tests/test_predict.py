@@ -101,3 +101,20 @@ def test_sample_fixations_follow_the_density():
     cells = list(zip(np.floor(y).astype(int), np.floor(x).astype(int)))
     share = sum(c == (1, 2) for c in cells) / 3000
     assert abs(share - 2 / 3) < 0.04 and all(c in {(1, 2), (3, 5)} for c in cells)
+
+
+def test_ensembles_average_in_probability(params):
+    from deepgaze_jax.metrics import log_mean_density
+
+    other = init_params(ModelConfig(backbone="fake", readout_features=(1,)), jax.random.PRNGKey(3))
+    images = [np.random.default_rng(4).integers(0, 256, s, dtype=np.uint8) for s in [(96, 128, 3), (70, 50, 3)]]
+    ensemble = predict_density([params, other], images)
+    for image, got in zip(images, ensemble):
+        assert_density(got, image.shape[:2])
+        members = [predict_density(params, image), predict_density(other, image)]
+        np.testing.assert_allclose(got, log_mean_density(members), atol=2e-6)
+        assert not np.allclose(got, members[0], atol=1e-3)  # the two models do differ
+    np.testing.assert_allclose(predict_density([params, params], images[0]), predict_density(params, images[0]), atol=2e-6)
+    for bad in ([], [params, "model.npz"]):
+        with pytest.raises(ValueError, match="list of models"):
+            predict_density(bad, images[0])

@@ -41,7 +41,7 @@ from deepgaze_jax.centerbias import fit_center_bias, leave_one_image_out, leave_
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.finalizer import expand_to_pixels
 from deepgaze_jax.goldstandard import fit_gold_standard, gold_standard_loglik
-from deepgaze_jax.metrics import evaluate_log_densities
+from deepgaze_jax.metrics import evaluate_log_densities, log_mean_density
 from deepgaze_jax.plotting import plot_ig_scatter, plot_samples
 from deepgaze_jax.model import (
     DeepGazeParams, ModelConfig, SaliencyHead, centerbias_on_grid, load_model, mixture, save_model,
@@ -153,9 +153,7 @@ def train_fold(
         centerbias={"bandwidth_rel": centerbias.bandwidth, "uniform_weight": centerbias.uniform_weight},
     )
     (fold_dir / "history.json").write_text(json.dumps(history, indent=1))
-    tmp = fold_dir / "heldout.tmp.npz"
-    np.savez(tmp, index=val_idx, **{f"image_{i}": h for i, h in zip(val_idx, heldout)})
-    os.replace(tmp, fold_dir / "heldout.npz")  # written last: its presence marks the fold as done
+    write_heldout(fold_dir, val_idx, heldout)  # written last: its presence marks the fold as done
 
 
 
@@ -163,14 +161,23 @@ def fold_done(workdir: Path, fold: int) -> bool:
     return (workdir / f"fold_{fold}" / "heldout.npz").is_file()
 
 
+def write_heldout(fold_dir: Path, index: Sequence[int], log_densities: Sequence[np.ndarray]) -> None:
+    """Writes ``fold_dir/heldout.npz`` atomically: image indices and their log densities on the density grid."""
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    tmp = fold_dir / "heldout.tmp.npz"
+    np.savez(tmp, index=np.asarray(index), **{f"image_{int(i)}": h for i, h in zip(index, log_densities)})
+    os.replace(tmp, fold_dir / "heldout.npz")
+
+
+def fold_heldout(workdir: Path, fold: int) -> dict[int, np.ndarray]:
+    """{image index: (H, W) held-out log density on the density grid} of one finished fold."""
+    with np.load(workdir / f"fold_{fold}" / "heldout.npz") as f:
+        return {int(i): f[f"image_{int(i)}"] for i in f["index"]}
+
+
 def load_heldout(workdir: Path, num_folds: int) -> dict[int, np.ndarray]:
-    """{image index: (H, W) held-out log density on the density grid} over all finished folds."""
-    out = {}
-    for fold in range(num_folds):
-        with np.load(workdir / f"fold_{fold}" / "heldout.npz") as f:
-            for i in f["index"]:
-                out[int(i)] = f[f"image_{int(i)}"]
-    return out
+    """`fold_heldout` over all folds."""
+    return {i: grid for fold in range(num_folds) for i, grid in fold_heldout(workdir, fold).items()}
 
 
 def check_setup(workdir: Path, setup: dict) -> None:
@@ -228,6 +235,49 @@ def run_crossvalidation(
     return combined
 
 
+ENSEMBLE_SHARED = ("num_folds", "seed", "num_images", "num_fixations")
+
+
+def ensemble_crossvalidation(member_workdirs: Sequence[str | os.PathLike], workdir: str | os.PathLike) -> dict:
+    """Averages, in probability, the held-out predictions of finished crossvalidation runs.
+
+    The runs (e.g. one per backbone) must share folds, seed and data, and the density grid
+    (``cell``), so that image i was held out by the same fold in each. Writes ``workdir``
+    as a crossvalidation working directory (``setup.json``, ``fold_<k>/heldout.npz``) that
+    `crossval_report` scores like a single run, and returns its setup.
+    """
+    members = [Path(w) for w in member_workdirs]
+    if len(members) < 2:
+        raise ValueError("an ensemble needs at least two crossvalidation runs")
+    setups = []
+    for member in members:
+        if not (member / "setup.json").is_file():
+            raise FileNotFoundError(f"{member} is not a crossvalidation working directory (no setup.json)")
+        setups.append(json.loads((member / "setup.json").read_text()))
+    first = setups[0]
+    for member, setup in zip(members[1:], setups[1:]):
+        differ = [k for k in ENSEMBLE_SHARED if setup.get(k) != first.get(k)]
+        differ += [f"model_config.{k}" for k in ("cell", "long_side") if setup["model_config"][k] != first["model_config"][k]]
+        if differ:
+            raise ValueError(f"{member} and {members[0]} differ in {differ}: their held-out predictions do not line up")
+    num_folds = first["num_folds"]
+    unfinished = [f"{m}/fold_{k}" for m in members for k in range(num_folds) if not fold_done(m, k)]
+    if unfinished:
+        raise ValueError(f"unfinished folds {unfinished[:3]}{'...' if len(unfinished) > 3 else ''}: finish those runs first")
+    setup = {**{k: first[k] for k in ENSEMBLE_SHARED}, "ensemble_of": [str(m) for m in members],
+             "model_configs": [s["model_config"] for s in setups]}
+    workdir = Path(workdir)
+    check_setup(workdir, setup)
+    for fold in range(num_folds):
+        heldouts = [fold_heldout(m, fold) for m in members]
+        index = sorted(heldouts[0])
+        if any(sorted(h) != index for h in heldouts[1:]):
+            raise ValueError(f"fold {fold} holds out different images in {members}")
+        write_heldout(workdir / f"fold_{fold}", index,
+                      [log_mean_density([h[i] for h in heldouts], dtype=np.float32) for i in index])
+    return setup
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -281,13 +331,13 @@ def crossval_report(
         desc="held-out",
     )
     paper = np.flatnonzero(np.all(np.asarray(original_sizes) == (768, 1024), axis=1))
-    histories = [json.loads((workdir / f"fold_{k}" / "history.json").read_text()) for k in range(num_folds)]
+    histories = [_history(workdir, k) for k in range(num_folds)]
     return {
         "overall": subset_scores(result, fixations, np.arange(fixations.num_images)),
         "paper_subset_1024x768": subset_scores(result, fixations, paper),
         "folds": [
             {**subset_scores(result, fixations, np.flatnonzero(folds == k)),
-             **{key: histories[k][key] for key in ("epochs", "best_epoch", "s_per_epoch", "train_s")}}
+             **{key: histories[k][key] for key in HISTORY_KEYS if key in histories[k]}}
             for k in range(num_folds)
         ],
         "judd_auc": result["auc_judd"],
@@ -299,6 +349,15 @@ def crossval_report(
         "centerbias_fit": {"bandwidth_rel": centerbias.bandwidth, "uniform_weight": centerbias.uniform_weight},
         "goldstandard_fit": dataclasses.asdict(gold),
     }
+
+
+HISTORY_KEYS = ("epochs", "best_epoch", "s_per_epoch", "train_s")
+
+
+def _history(workdir: Path, fold: int) -> dict:
+    """The fold's training history, or {} for a fold that was not trained here (an ensemble)."""
+    path = workdir / f"fold_{fold}" / "history.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def write_figures(
@@ -345,9 +404,10 @@ def report_markdown(report: dict, title: str) -> str:
     lines.append(row("paper subset (1024x768)", report["paper_subset_1024x768"]))
     for k, s in enumerate(report["folds"]):
         lines.append(row(f"fold {k}", s))
-    lines += ["", "| fold | epochs | best epoch | s/epoch | train s |", "|---|---|---|---|---|"]
-    for k, s in enumerate(report["folds"]):
-        lines.append(f"| {k} | {s['epochs']} | {s['best_epoch']} | {s['s_per_epoch']:.2f} | {s['train_s']:.0f} |")
+    if all("epochs" in s for s in report["folds"]):
+        lines += ["", "| fold | epochs | best epoch | s/epoch | train s |", "|---|---|---|---|---|"]
+        for k, s in enumerate(report["folds"]):
+            lines.append(f"| {k} | {s['epochs']} | {s['best_epoch']} | {s['s_per_epoch']:.2f} | {s['train_s']:.0f} |")
     for figure in report.get("figures", []):
         lines += ["", f"![{figure['caption']}]({figure['file']})"]
     return "\n".join(lines) + "\n"

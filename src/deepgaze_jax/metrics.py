@@ -19,7 +19,7 @@ Gaussian with *reflecting* boundaries, so no probability mass leaves the image.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import scipy.ndimage
@@ -54,6 +54,22 @@ def log_normalize(log_values: np.ndarray, dtype=np.float64) -> np.ndarray:
     log_values = np.asarray(log_values, dtype=dtype)
     peak = log_values.max()
     return log_values - dtype(peak + np.log(np.exp(log_values - peak).sum(dtype=np.float64)))
+
+
+def log_mean_density(log_densities: Sequence[np.ndarray], dtype=np.float64) -> np.ndarray:
+    """``log(mean_k exp(log_densities[k]))``, normalised: the density of an ensemble of models.
+
+    The models are averaged in probability (as DeepGaze IIE averages its backbones), not in
+    log space. All log densities (nats) must have the same shape; the result has ``dtype``.
+    """
+    if len(log_densities) == 0:
+        raise ValueError("log_mean_density needs at least one log density")
+    shapes = {np.shape(d) for d in log_densities}
+    if len(shapes) != 1:
+        raise ValueError(f"log densities of different shapes cannot be averaged: {sorted(shapes)}")
+    stack = np.stack([np.asarray(d, np.float64) for d in log_densities])
+    peak = stack.max(axis=0)
+    return log_normalize(peak + np.log(np.exp(stack - peak).mean(axis=0)), dtype)
 
 
 @functools.lru_cache(maxsize=32)

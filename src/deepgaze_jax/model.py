@@ -237,12 +237,12 @@ def save_model(params: DeepGazeParams, path: str | os.PathLike) -> None:
 def load_model(path: str | os.PathLike = "default", backbone_weights=None) -> DeepGazeParams:
     """Loads a model saved by `save_model` (no pickle is ever read).
 
-    ``path="default"`` is the bundled model trained on MIT1003 (see README, model card).
-    The backbone weights are loaded from the backbone's own source unless given.
+    ``path`` may also name a bundled model trained on MIT1003 (see README, model card):
+    ``"default"`` (= ``"lite0"``) or ``"lite2"`` (`BUNDLED_MODELS`). The backbone weights
+    are loaded from the backbone's own source unless given.
     """
-    if str(path) == "default":
-        path = default_model_path()
-    path = Path(path)
+    name = DEFAULT_MODEL if str(path) == "default" else str(path)
+    path = bundled_model_path(name) if name in BUNDLED_MODELS else Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
     try:
@@ -265,6 +265,15 @@ def load_model(path: str | os.PathLike = "default", backbone_weights=None) -> De
     )
 
 
+BUNDLED_MODELS = {"lite0": "deepgaze2_mit1003_lite0.npz", "lite2": "deepgaze2_mit1003_lite2.npz"}
+DEFAULT_MODEL = "lite0"
+
+
+def bundled_model_path(name: str) -> Path:
+    """The file of bundled model ``name`` (a key of `BUNDLED_MODELS`) inside the package."""
+    return Path(__file__).parent / "assets" / BUNDLED_MODELS[name]
+
+
 def default_model_path() -> Path:
-    """The bundled model's file inside the package."""
-    return Path(__file__).parent / "assets" / "deepgaze2_mit1003_lite0.npz"
+    """The default bundled model's file inside the package."""
+    return bundled_model_path(DEFAULT_MODEL)

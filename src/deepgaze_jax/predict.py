@@ -25,8 +25,8 @@ import numpy as np
 from PIL import Image
 
 from deepgaze_jax.finalizer import expand_to_pixels
-from deepgaze_jax.images import ImageLike, load_working_image
-from deepgaze_jax.metrics import log_normalize
+from deepgaze_jax.images import ImageLike, load_working_image, to_rgb_uint8
+from deepgaze_jax.metrics import log_mean_density, log_normalize
 from deepgaze_jax.model import DeepGazeParams, centerbias_on_grid, density_grid_shape, log_density_grid
 from deepgaze_jax.xla_options import jit
 
@@ -58,8 +58,16 @@ def _centerbias_template(params: DeepGazeParams, centerbias: CenterBiasLike):
 _expand = jit(expand_to_pixels, static_argnums=1)
 
 
+def _predict_ensemble(models, images, centerbias, batch_size, backbone_dtype) -> list[np.ndarray]:
+    if not models or not all(isinstance(m, DeepGazeParams) for m in models):
+        raise ValueError("params must be a model or a non-empty list of models (DeepGazeParams)")
+    decoded = [to_rgb_uint8(im) for im in images]
+    per_model = [predict_density(m, decoded, centerbias, batch_size, backbone_dtype) for m in models]
+    return [log_mean_density(densities, dtype=np.float32) for densities in zip(*per_model)]
+
+
 def predict_density(
-    params: DeepGazeParams,
+    params: Union[DeepGazeParams, Sequence[DeepGazeParams]],
     img: Union[ImageLike, Sequence[ImageLike]],
     centerbias: CenterBiasLike = None,
     batch_size: int = 8,
@@ -68,7 +76,9 @@ def predict_density(
     """Fixation log density for one image or many.
 
     Args:
-      params: a model (`load_model()` for the bundled one).
+      params: a model (`load_model()` for the bundled one), or a list of models, whose
+        densities are averaged in probability (an ensemble, e.g. ``[load_model("lite0"),
+        load_model("lite2")]``; `metrics.log_mean_density`).
       img: one image (path, bytes, PIL image or array (H, W), (H, W, 1|3|4)), a list of
         them, or a (B, H, W, 3) array.
       centerbias: None uses the model's own centre bias (uniform if it has none);
@@ -89,6 +99,9 @@ def predict_density(
         return []
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not isinstance(params, DeepGazeParams):
+        results = _predict_ensemble(list(params), images, centerbias, batch_size, backbone_dtype)
+        return results[0] if single else results
     template = _centerbias_template(params, centerbias)
     config = params.config
     working, originals = zip(*(load_working_image(im, config.long_side) for im in images))

@@ -14,7 +14,10 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("predict", help="predict fixation densities for images")
     p.add_argument("images", nargs="+", type=Path, help="image files (any format PIL reads)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--model", default="default", help="model .npz (default: the bundled MIT1003 model)")
+    p.add_argument(
+        "--model", action="append", default=None,
+        help="model .npz or bundled name (lite0 = default, lite2); repeat it for an ensemble averaged in probability",
+    )
     p.add_argument("--centerbias", default=None, help="'uniform' or a .npy log density (default: the model's)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--no-png", action="store_true", help="write only the .npy log densities")
@@ -30,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     centerbias = args.centerbias
     if centerbias not in (None, "uniform"):
         centerbias = np.load(centerbias, allow_pickle=False)
-    model = load_model(args.model)
+    models = [load_model(name) for name in args.model or ["default"]]
+    model = models[0] if len(models) == 1 else models
     args.out.mkdir(parents=True, exist_ok=True)
     failures = 0
     for path in tqdm(args.images, desc="predict", unit="img"):

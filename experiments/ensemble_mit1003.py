@@ -1,0 +1,51 @@
+"""An ensemble of finished MIT1003 crossvalidation runs, scored on the held-out images.
+
+    python -m experiments.crossval_mit1003 --backbone efficientnet_lite0 --no-pretrain --workdir runs/crossval
+    python -m experiments.crossval_mit1003 --backbone efficientnet_lite2 --no-pretrain --workdir runs/crossval_lite2
+    python -m experiments.ensemble_mit1003 runs/crossval runs/crossval_lite2 --workdir runs/ensemble
+
+Each image's held-out density is the average, in probability, of the runs' held-out
+densities for it (as DeepGaze IIE averages backbones), so the ensemble is crossvalidated
+too. Writes ``<workdir>/report.json`` and ``report.md`` as `experiments.crossval_mit1003`
+does. For new images, pass the runs' models as a list: ``predict_density([m0, m2], img)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from deepgaze_jax import crossvalidation
+from deepgaze_jax.data import datasets
+from experiments import configs
+
+log = logging.getLogger("ensemble_mit1003").info
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="working directories of finished crossval_mit1003 runs")
+    parser.add_argument("--data-dir", type=Path, default=None, help="MIT1003 root (default: discovered)")
+    parser.add_argument("--workdir", type=Path, default=Path("runs/ensemble"))
+    args = parser.parse_args(argv)
+    configs.setup_logging()
+    started = time.time()
+
+    setup = crossvalidation.ensemble_crossvalidation(args.runs, args.workdir)
+    backbones = [c["backbone"] for c in setup["model_configs"]]
+    log(f"ensemble of {len(args.runs)} runs ({', '.join(backbones)}) written to {args.workdir}")
+    dataset = datasets.mit1003(args.data_dir)
+    _, fixations = datasets.to_working_space(dataset, mode="paper")
+    cell = setup["model_configs"][0]["cell"]
+    command = {"runs": [str(r) for r in args.runs], "workdir": str(args.workdir),
+               "data_dir": None if args.data_dir is None else str(args.data_dir)}
+    return configs.write_crossval_report(
+        args.workdir, dataset, fixations, cell, setup["num_folds"], setup["seed"],
+        f"MIT1003 crossvalidation: ensemble of {' + '.join(backbones)}", command=command, total_s=time.time() - started,
+    )
+
+
+if __name__ == "__main__":
+    main()
