@@ -19,6 +19,8 @@ the current one from its last checkpoint)::
 
 Held-out results are scored with `metrics.evaluate_log_densities` against the
 crossvalidated (leave-one-image-out) centre bias and the gold standard.
+`ensemble_crossvalidation` combines finished runs (e.g. one per backbone) into a
+working directory of averaged held-out predictions, scored the same way.
 """
 
 from __future__ import annotations
