@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
     backbones = [c["backbone"] for c in setup["model_configs"]]
     log(f"ensemble of {len(args.runs)} runs ({', '.join(backbones)}) written to {args.workdir}")
     dataset = datasets.mit1003(args.data_dir)
-    _, fixations = datasets.to_working_space(dataset, mode="paper")
+    fixations = dataset.fixations.rescaled(datasets.working_sizes(dataset.image_sizes, mode="paper"))
     cell = setup["model_configs"][0]["cell"]
     command = {"runs": [str(r) for r in args.runs], "workdir": str(args.workdir),
                "data_dir": None if args.data_dir is None else str(args.data_dir)}

@@ -22,9 +22,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
-import sys
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
