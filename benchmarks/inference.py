@@ -1,6 +1,6 @@
 """Inference speed: `predict_density` on 1024x768 images, JAX vs the PyTorch reference.
 
-For each backbone (EfficientNet-Lite0/2 with their ImageNet weights; VGG-19 with random
+For each backbone (EfficientNet-Lite0/1/2 with their ImageNet weights; VGG-19 with random
 weights in torchvision's layout, as the real ones are not available offline — speed does
 not depend on the values) and each batch size, one fresh process measures:
 
@@ -32,10 +32,20 @@ import numpy as np
 from benchmarks import CompileCounter, Timing, isolated, machine_line, measure, table
 from deepgaze_jax.xla_options import OFF_SWITCH, compiler_options
 
-BACKBONES = ("efficientnet_lite0", "efficientnet_lite2", "vgg19")
-BATCHES = {"efficientnet_lite0": (1, 4), "efficientnet_lite2": (1, 4), "vgg19": (1, 2)}
+BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "vgg19")
+BATCHES = {
+    "efficientnet_lite0": (1, 4),
+    "efficientnet_lite1": (1, 4),
+    "efficientnet_lite2": (1, 4),
+    "vgg19": (1, 2),
+}
 IMAGE_SHAPE = (768, 1024)  # (H, W): MIT1003's landscape size; working size 384 x 512
-SHORT = {"efficientnet_lite0": "Lite0", "efficientnet_lite2": "Lite2", "vgg19": "VGG-19"}
+SHORT = {
+    "efficientnet_lite0": "Lite0",
+    "efficientnet_lite1": "Lite1",
+    "efficientnet_lite2": "Lite2",
+    "vgg19": "VGG-19",
+}
 DTYPES = ("float32", "bfloat16")
 NO_YNN = "jax, YNN off"
 
@@ -363,7 +373,7 @@ def agreement_table(backbones) -> str:
 def main(argv=None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", default=",".join(BACKBONES))
-    parser.add_argument("--agreement-backbones", default="efficientnet_lite0,efficientnet_lite2",
+    parser.add_argument("--agreement-backbones", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2",
                         help="backbones of the agreement table (VGG-19's random weights say little about bfloat16)")
     parser.add_argument("--batches", default=None, help="comma-separated batch sizes for every backbone")
     parser.add_argument("--repeat", type=int, default=3)

@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0/2 with the real ImageNet weights: classification sanity and torch parity."""
+"""EfficientNet-Lite0/1/2 with the real ImageNet weights: classification sanity and torch parity."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 reference = pytest.importorskip("efficientnet_lite_pytorch")
 
 from deepgaze_jax.backbones import efficientnet_lite as lite  # noqa: E402
-from deepgaze_jax.backbones import get_backbone  # noqa: E402
+from deepgaze_jax.backbones import BACKBONES, get_backbone  # noqa: E402
 from deepgaze_jax.weights import WeightsError  # noqa: E402
 
 CATS = {281, 282, 283, 284, 285}
@@ -21,6 +21,7 @@ CUPS = {968, 504}
 FEATURE_SIZE = (384, 512)
 EXPECTED_CHANNELS = {
     "efficientnet_lite0": {"stage5": 112, "stage7": 320},
+    "efficientnet_lite1": {"stage5": 112, "stage7": 320},
     "efficientnet_lite2": {"stage5": 120, "stage7": 352},
 }
 
@@ -50,7 +51,7 @@ def _relative_error(got, expected) -> float:
     return float(np.max(np.abs(np.asarray(got) - expected)) / np.max(np.abs(expected)))
 
 
-@pytest.fixture(scope="module", params=["efficientnet_lite0", "efficientnet_lite2"])
+@pytest.fixture(scope="module", params=list(EXPECTED_CHANNELS))
 def variant(request):
     """(variant name, folded weights) loaded once per model."""
     return request.param, lite.load_weights(request.param)
@@ -121,6 +122,12 @@ def test_documented_shapes(variant, all_taps):
         stride = backbone.strides[tap]
         assert array.shape == (1, height // stride, width // stride, backbone.channels[tap]), tap
         assert array.dtype == np.float32
+
+
+def test_registry_names_every_variant():
+    assert set(EXPECTED_CHANNELS) == set(lite.VARIANTS)
+    assert set(lite.VARIANTS) <= set(BACKBONES)
+    assert all(get_backbone(name).name == name for name in lite.VARIANTS)
 
 
 def test_weight_sources(monkeypatch, tmp_path):

