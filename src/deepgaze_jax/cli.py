@@ -1,4 +1,4 @@
-"""deepgaze-jax command line: predict, evaluate, plot, serve.
+"""deepgaze-jax command line: predict, evaluate, plot, serve, export.
 
 Each subcommand lives in the module that implements it, which exposes
 ``add_parser(subparsers)``; the parser's ``func(args) -> int`` runs it.
@@ -15,6 +15,7 @@ COMMANDS = {
     "evaluate": "deepgaze_jax.evaluate",
     "plot": "deepgaze_jax.plot_cli",
     "serve": "deepgaze_jax.serve_cli",
+    "export": "deepgaze_jax.export_cli",
 }
 
 

@@ -1,15 +1,21 @@
-"""MIT saliency benchmark export: log densities as histogram-equalised grayscale images.
+"""MIT/Tübingen saliency benchmark export: equalised grayscale maps and an HDF5 of log densities.
 
 The benchmark ranks pixels (AUC) or compares normalised maps, and takes 8-bit images. A log
 density is mapped to 256 gray levels by *histogram equalisation*: pixels are ranked by density
 and split into 256 groups of equal size (pixel counts differ by at most one between levels),
 ties broken stably by pixel order (row-major). The levels are monotone in the density.
+
+The log densities themselves go to an HDF5 file in the layout of pysaliency's
+``export_model_to_hdf5``: one float32 (H, W) dataset per image, named by the image's path
+relative to the stimulus folder, which ``pysaliency.HDF5Model(stimuli, path)`` reads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +63,32 @@ def export_benchmark(
     if count != len(names):
         raise ValueError(f"{len(names)} names but {count} log densities")
     return written
+
+
+HDF5_TYPE = "pysaliency.precomputed_models.predictions"
+
+
+@contextlib.contextmanager
+def hdf5_log_densities(path: str | os.PathLike) -> Iterator[Callable[[str, np.ndarray], None]]:
+    """Context giving ``write(name, log_density)``; the file appears at ``path`` only on success.
+
+    ``name`` is the image's path relative to the stimulus folder ("a.jpg", "sub/b.jpg"), which
+    is how pysaliency's ``HDF5Model`` finds each stimulus's prediction; each (H, W) log density
+    (nats) is stored as a gzip-compressed float32 dataset.
+    """
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update({"type": HDF5_TYPE, "version": "1.0", "downscale_factor": 1, "dtype": "float32"})
+            yield lambda name, log_density: f.create_dataset(
+                name, data=np.asarray(log_density, np.float32), compression="gzip"
+            )
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

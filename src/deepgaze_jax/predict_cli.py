@@ -9,15 +9,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from deepgaze_jax.model_options import add_model_arguments, models_from_args
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("predict", help="predict fixation densities for images")
     p.add_argument("images", nargs="+", type=Path, help="image files (any format PIL reads)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument(
-        "--model", action="append", default=None,
-        help="model .npz or bundled name (lite0 = default, lite2); repeat it for an ensemble averaged in probability",
-    )
+    add_model_arguments(p)
     p.add_argument("--centerbias", default=None, help="'uniform' or a .npy log density (default: the model's)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--no-png", action="store_true", help="write only the .npy log densities")
@@ -26,15 +25,13 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from deepgaze_jax.images import ImageError, to_rgb_uint8
-    from deepgaze_jax.model import load_model
     from deepgaze_jax.plotting import save_overlay
     from deepgaze_jax.predict import predict_density
 
     centerbias = args.centerbias
     if centerbias not in (None, "uniform"):
         centerbias = np.load(centerbias, allow_pickle=False)
-    models = [load_model(name) for name in args.model or ["default"]]
-    model = models[0] if len(models) == 1 else models
+    model = models_from_args(args)
     args.out.mkdir(parents=True, exist_ok=True)
     failures = 0
     for path in tqdm(args.images, desc="predict", unit="img"):
