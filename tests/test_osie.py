@@ -3,43 +3,11 @@
 import numpy as np
 import pytest
 import scipy.io
-from PIL import Image
 
 from deepgaze_jax.data import osie
 from deepgaze_jax.data.datasets import DatasetFormatError
-from deepgaze_jax.data.nus_mat import save_nus_mat
-from deepgaze_jax.data.osie import find_osie_root, osie_eye, osie_mouse, save_mouse_mat
-
-SIZE = (30, 40)  # (height, width) of the fixture images; OSIE's are 600x800
-
-
-def write_release(root, mouse):
-    """Two images, eye fixations of 2 observers, and ``mouse``: {(source, stem): (subj, [y x], order)}."""
-    (root / "stimuli").mkdir(parents=True)
-    (root / "eye").mkdir()
-    for stem in ("1001", "1002"):
-        Image.new("RGB", SIZE[::-1], (50, 60, 70)).save(root / "stimuli" / f"{stem}.jpg")
-    save_nus_mat(
-        root / "eye" / "fixations.mat",
-        [("1001.jpg", [([1, 40], [1, 30], [100, 200]), ([], [], [])]), ("1002.jpg", [([], [], []), ([20], [15], [300])])],
-    )
-    for folder in osie.MOUSE_SOURCES.values():
-        (root / folder).mkdir()
-    for (source, stem), (subj, yx, order) in mouse.items():
-        save_mouse_mat(root / osie.MOUSE_SOURCES[source] / f"{stem}.mat", subj, yx, order)
-    return root
-
-
-# Worker 7 on image 1001: a slow run at x 2..4 (y 10), a fast jump, a lone sample, then a second
-# viewing (order restarts) that rests at (y 20, x 30), (y 21, x 31). Worker 3: a slow pair.
-MOUSE = {
-    ("amt", "1001"): ([7, 7, 7, 7, 7, 7, 3, 3], [[10, 2], [10, 3], [10, 4], [25, 39], [20, 30], [21, 31], [5, 5], [5, 6]],
-                      [1, 2, 3, 4, 1, 2, 1, 2]),
-    ("amt", "1002"): ([3, 3], [[30, 40], [30, 40]], [1, 2]),
-    ("lab", "1001"): ([1, 1], [[15, 20], [15, 21]], [1, 2]),
-    ("lab", "1002"): ([2, 2, 2], [[1, 1], [2, 1], [300, 1]], [1, 2, 3]),
-}
-
+from deepgaze_jax.data.osie import find_osie_root, osie_eye, osie_mouse
+from osie_fixture import MOUSE, SIZE, write_release
 
 @pytest.fixture
 def release(tmp_path):
