@@ -123,6 +123,15 @@ def mouse_stimuli(root: Path, source: str) -> tuple[list[Path], list[Path]]:
     return stimuli, mats
 
 
+def read_mouse_source(root: Path, source: str, progress: bool = False) -> tuple[list[Path], list[MouseRecording]]:
+    """The sorted stimuli of ``root`` and their mouse recordings of ``source``, trajectories checked."""
+    stimuli, mats = mouse_stimuli(root, source)
+    recordings = [read_mouse_mat(m) for m in tqdm(mats, desc=f"OSIE mouse {source}", disable=not progress, unit="img")]
+    for mat_path, recording in zip(mats, recordings):
+        _check_trajectories(recording, trajectory_starts(recording.subject, recording.order), mat_path)
+    return stimuli, recordings
+
+
 def osie_mouse(
     root: str | os.PathLike | None = None,
     source: str = "amt",
@@ -138,14 +147,9 @@ def osie_mouse(
     There are no durations (the release has no timestamps).
     """
     path = find_osie_root(root)
-    stimuli, mats = mouse_stimuli(path, source)
-    recordings = [read_mouse_mat(m) for m in tqdm(mats, desc=f"OSIE mouse {source}", disable=not progress, unit="img")]
-    starts = []
-    for mat_path, recording in zip(mats, recordings):
-        starts.append(trajectory_starts(recording.subject, recording.order))
-        _check_trajectories(recording, starts[-1], mat_path)
+    stimuli, recordings = read_mouse_source(path, source, progress)
     subject, x, y = (np.concatenate([np.zeros(0), *(getattr(r, k) for r in recordings)]) for k in ("subject", "x", "y"))
-    starts = np.concatenate([np.zeros(0, bool), *starts])
+    starts = np.concatenate([np.zeros(0, bool), *(trajectory_starts(r.subject, r.order) for r in recordings)])
     image = np.repeat(np.arange(len(recordings)), [len(r.x) for r in recordings])
     fixations = pseudo_fixations(x, y, starts, config)  # image boundaries are trajectory starts
     n, worker = image[starts][fixations.trajectory], subject[starts][fixations.trajectory].astype(np.int64)
