@@ -7,8 +7,10 @@ Prints markdown tables (docs/osie.md holds them):
 1. counts per source (eye; mouse "amt" and "lab" as pseudo-fixations, `data.mouse_fixations`
    with its default parameters): images, observers, raw mouse samples, trajectories,
    fixations per image and per trajectory;
-2. the step lengths between consecutive mouse samples (log-binned density): the valley
-   between the slow and the fast mode is where the velocity threshold belongs;
+2. the step lengths between consecutive mouse samples (log-binned density): a slow mode
+   (the mouse resting, 1-4 px) decays onto a flat plateau of fast steps (jumps of 16 to
+   256 px are about equally likely per log px); the velocity threshold belongs where the
+   slow mode has ended, printed as the first bin within 25% of the plateau's level;
 3. the eye fixations' log-likelihood (bits per fixation over uniform) at the DeepGaze II
    working size (512x384) under the centre bias (leave one image out), under a KDE of the
    mouse pseudo-fixations *on the same image* mixed with that centre bias and a uniform
@@ -39,7 +41,8 @@ from deepgaze_jax.goldstandard import fit_gold_standard, gold_standard_loglik
 from deepgaze_jax.metrics import bits_over_uniform, blur_matrix, kernel_pairs, per_image_means, safe_log
 
 STEP_EDGES_PX = np.geomspace(1.0, 1024.0, 21)  # 2 bins per octave
-VALLEY_RANGE_PX = (4.0, 256.0)  # between the modes: ~1-2 px (resting) and ~100-300 px (jumps)
+PLATEAU_RANGE_PX = (8.0, 256.0)  # where the fast steps' plateau is looked for
+SLOW_MODE_TOLERANCE = 0.25  # the slow mode has ended where the density is within 25% of the plateau
 
 
 def step_lengths(recordings: list[osie.MouseRecording]) -> np.ndarray:
@@ -57,12 +60,15 @@ def step_density(steps: np.ndarray) -> np.ndarray:
     return counts / len(steps) / np.diff(np.log(STEP_EDGES_PX))
 
 
-def valley_bin(density: np.ndarray) -> tuple[float, float]:
-    """(low, high) px of the least populated bin inside `VALLEY_RANGE_PX`."""
+def slow_mode_end(density: np.ndarray) -> tuple[float, float, float]:
+    """(low px, high px, plateau density): the first bin from 4 px on within `SLOW_MODE_TOLERANCE` of the plateau.
+
+    The plateau is the least populated bin inside `PLATEAU_RANGE_PX`.
+    """
     low, high = STEP_EDGES_PX[:-1], STEP_EDGES_PX[1:]
-    inside = np.flatnonzero((low >= VALLEY_RANGE_PX[0]) & (high <= VALLEY_RANGE_PX[1]))
-    k = inside[np.argmin(density[inside])]
-    return float(low[k]), float(high[k])
+    plateau = density[(low >= PLATEAU_RANGE_PX[0]) & (high <= PLATEAU_RANGE_PX[1])].min()
+    k = np.flatnonzero((low >= 4.0) & (density <= (1.0 + SLOW_MODE_TOLERANCE) * plateau))[0]
+    return float(low[k]), float(high[k]), float(plateau)
 
 
 def count_row(name: str, dataset: Dataset, recordings: list[osie.MouseRecording] | None) -> dict:
@@ -177,15 +183,16 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"OSIE at {root}; pseudo-fixations: {dataclasses.asdict(config)}", file=sys.stderr)
 
     eye = osie.osie_eye(root)
-    counts, steps, mouse = [count_row("eye", eye, None)], {}, {}
+    counts, steps, step_lengths_by_source, mouse = [count_row("eye", eye, None)], {}, {}, {}
     for source in osie.MOUSE_SOURCES:
         _, recordings = osie.read_mouse_source(root, source)
         mouse[source] = osie.osie_mouse(root, source, config)
         if mouse[source].stimulus_names != eye.stimulus_names:
             raise ValueError(f"OSIE mouse {source} and eye list different images under {root}")
         counts.append(count_row(f"mouse {source}", mouse[source], recordings))
-        steps[source] = step_density(step_lengths(recordings))
-    valleys = {source: valley_bin(d) for source, d in steps.items()}
+        step_lengths_by_source[source] = step_lengths(recordings)
+        steps[source] = step_density(step_lengths_by_source[source])
+    slow_ends = {source: slow_mode_end(d) for source, d in steps.items()}
 
     sizes = paper_sizes(eye.image_sizes)
     eye_fix = eye.fixations.rescaled(sizes)
@@ -205,8 +212,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     print("## Counts\n\n" + markdown(counts, COUNT_COLUMNS))
     print("\n## Step lengths between consecutive mouse samples\n\n" + step_table(steps))
-    for source, (a, b) in valleys.items():
-        print(f"\nvalley of the {source} step lengths between {VALLEY_RANGE_PX[0]:g} and {VALLEY_RANGE_PX[1]:g} px: {a:.1f}-{b:.1f} px")
+    for source, (a, b, plateau) in slow_ends.items():
+        share = 100 * np.mean(step_lengths_by_source[source] > config.max_step_px)
+        print(
+            f"\n{source}: plateau density {plateau:.4f} (least populated bin in {PLATEAU_RANGE_PX[0]:g}-"
+            f"{PLATEAU_RANGE_PX[1]:g} px); slow mode ended by the {a:.1f}-{b:.1f} px bin; "
+            f"{share:.1f}% of steps exceed max_step_px = {config.max_step_px:g} px"
+        )
     print("\n## Eye fixations at 512x384 under mouse-based densities\n\n" + markdown(likelihood, LIKELIHOOD_COLUMNS))
     for source, fit in fits.items():
         print(f"\nmouse {source} fit: " + ", ".join(f"{k} {v:.4f}" for k, v in fit.items()))
@@ -214,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "pseudo_fixation_config": dataclasses.asdict(config),
         "counts": counts,
-        "step_valley_px": valleys,
+        "step_slow_mode_end_px_and_plateau": slow_ends,
         "likelihood": likelihood,
         "mouse_fits": fits,
         "centerbias_fit": {"bandwidth_rel": cb.bandwidth, "uniform_weight": cb.uniform_weight},

@@ -163,6 +163,6 @@ def test_step_lengths_stay_within_trajectories():
         order=np.array([1, 2, 3, 1, 2]),
     )
     np.testing.assert_allclose(osie_stats.step_lengths([recording]), [5.0, 0.0, 1.0])
-    density = np.ones(len(osie_stats.STEP_EDGES_PX) - 1)
-    density[12] = 0.1  # the bin 64-90.5 px
-    assert osie_stats.valley_bin(density) == pytest.approx((64.0, 90.51), abs=0.01)
+    # bins 1, 1.4, 2, 2.8, 4, 5.7, 8, 11.3, ...: a slow mode decaying onto a plateau of 0.1 (at 8-11.3 px: 0.12)
+    density = np.array([5.0, 4, 3, 2, 1, 0.5, 0.12, 0.11, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.05, 0.02, 0.01, 0.0])
+    assert osie_stats.slow_mode_end(density) == pytest.approx((8.0, 11.31, 0.1), abs=0.01)
