@@ -127,7 +127,9 @@ def fit_mouse_predictor(eye: Fixations, mouse: Fixations, centerbias_loglik: np.
     return fit, loglik
 
 
-def likelihood_row(name: str, loglik: np.ndarray, centerbias_loglik: np.ndarray, eye: Fixations, gold_ig: float | None) -> dict:
+def likelihood_row(
+    name: str, loglik: np.ndarray, centerbias_loglik: np.ndarray, eye: Fixations, gold_ig: float | None
+) -> dict:
     """Mean LL and IG over the centre bias (bits/fixation), per-image IG > 0 share, % of the gold IG."""
     pixels = np.prod(eye.image_sizes[eye.n], axis=1)
     ll, ig = bits_over_uniform(loglik, pixels), (loglik - centerbias_loglik) / np.log(2.0)

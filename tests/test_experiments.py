@@ -128,7 +128,8 @@ def osie_root(tmp_path):
     for i, (sy, sx) in enumerate(spots):
         stem = str(1001 + i)
         Image.fromarray(smooth_image(rng, 30, 40)).save(root / "stimuli" / f"{stem}.jpg")
-        entries.append((f"{stem}.jpg", [(sx + rng.integers(-2, 3, 4), sy + rng.integers(-2, 3, 4), np.full(4, 200.0)) for _ in range(3)]))
+        observers = [(sx + rng.integers(-2, 3, 4), sy + rng.integers(-2, 3, 4), np.full(4, 200.0)) for _ in range(3)]
+        entries.append((f"{stem}.jpg", observers))
         for folder in ("mouse_amt", "mouse_lab"):
             subj, yx, order = [], [], []
             for worker in range(1, 5):  # a rest near the spot, a jump to a far corner and a rest there

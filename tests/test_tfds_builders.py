@@ -186,7 +186,8 @@ def test_osie_round_trip(tmp_path, config):
         name = loaded.stimulus_names[i]
         assert example["image_id"] == name.encode()
         np.testing.assert_array_equal(example["original_size"], loaded.image_sizes[i])
-        np.testing.assert_array_equal(example["image"], images.resize(images.to_rgb_uint8(root / "stimuli" / name), (384, 512)))
+        expected_image = images.resize(images.to_rgb_uint8(root / "stimuli" / name), (384, 512))
+        np.testing.assert_array_equal(example["image"], expected_image)
         on_image = working.n == i
         assert on_image.sum() > 0
         np.testing.assert_array_equal(example["x"], working.x[on_image].astype(np.float32))

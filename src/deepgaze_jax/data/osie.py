@@ -88,8 +88,9 @@ def read_mouse_mat(path: str | os.PathLike) -> MouseRecording:
         found = ", ".join(k for k in mat if not k.startswith("__")) or "nothing"
         raise DatasetFormatError(f"{path} has no variable 'fixations' (found {found}); expected subj, coord, order")
     record = mat["fixations"]
-    subject, order = (vector(field(record, name, f"{path}: fixations"), f"{path}: fixations.{name}") for name in ("subj", "order"))
-    coord = vector(field(record, "coord", f"{path}: fixations"), f"{path}: fixations.coord")
+    subject, order, coord = (
+        vector(field(record, name, f"{path}: fixations"), f"{path}: fixations.{name}") for name in ("subj", "order", "coord")
+    )
     if coord.size != 2 * len(subject) or len(order) != len(subject):
         raise DatasetFormatError(
             f"{path}: fixations.coord should be (n, 2) [y x] for n = {len(subject)} samples, got {coord.size} "
