@@ -259,3 +259,5 @@ def test_shuffled_auc_checks_shapes_and_single_images():
         metrics.shuffled_auc_per_fixation(lambda i: np.zeros((1, 4)), fixations)
     alone = fixations.subset_images([0])
     np.testing.assert_array_equal(metrics.shuffled_auc_per_fixation(maps.__getitem__, alone), [0.5, 0.5])
+    with pytest.raises(ValueError, match="empty"):
+        metrics.sauc_no_centerbias(maps.__getitem__, fixations.select(np.zeros(3, bool)))

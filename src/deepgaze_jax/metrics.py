@@ -387,10 +387,12 @@ def sauc_no_centerbias(log_density_no_centerbias_fn: LogDensityFn, fixations: Fi
     (mean of per-image means) and ``per_image_sauc_no_centerbias`` ((I',) over the images
     with fixations, in index order), the key names `evaluate_log_densities` uses for ``sauc``.
     """
+    if len(fixations) == 0:
+        raise ValueError("sauc_no_centerbias needs fixations to score; the Fixations given are empty")
     values = shuffled_auc_per_fixation(log_density_no_centerbias_fn, fixations, progress, desc=SAUC_NO_CENTERBIAS)
     per_image = per_image_means(values, fixations.n)
     return {
-        SAUC_NO_CENTERBIAS: float(values.mean()) if len(values) else float("nan"),
-        f"{SAUC_NO_CENTERBIAS}_imgavg": float(per_image.mean()) if len(per_image) else float("nan"),
+        SAUC_NO_CENTERBIAS: float(values.mean()),
+        f"{SAUC_NO_CENTERBIAS}_imgavg": float(per_image.mean()),
         f"per_image_{SAUC_NO_CENTERBIAS}": per_image,
     }

@@ -31,10 +31,10 @@ import numpy as np
 class PseudoFixationConfig:
     """Parameters of the pseudo-fixation procedure (module docstring), in original image pixels.
 
-    The defaults are for OSIE (800x600 images, about 24 px per degree of visual angle):
-    ``max_step_px`` 24 (1 degree) lies in the valley between the slow and the fast mode of
-    the step lengths of both OSIE mouse sources; ``max_dispersion_px`` 48 (2 degrees, the
-    central high-acuity region a fixation sees sharply); ``min_samples`` 2 (one slow step).
+    The defaults are for OSIE's 800x600 images: ``max_step_px`` 24, the NUS tools' fixation-map
+    scale (about 1 degree), just above where the slow mode of both OSIE mouse sources' step
+    lengths has decayed onto the plateau of fast steps; ``max_dispersion_px`` 48 (about 2
+    degrees, the central high-acuity region); ``min_samples`` 2 (one slow step).
     """
 
     max_step_px: float = 24.0
