@@ -7,11 +7,13 @@ import pytest
 from PIL import Image
 
 import fake_backbone
+from deepgaze_jax.data import osie
 from deepgaze_jax.data.nus_mat import save_nus_mat
+from deepgaze_jax.data.osie import save_mouse_mat
 from deepgaze_jax.data.salicon import save_salicon_mat
 from deepgaze_jax.model import load_model
 
-from experiments import crossval_mit1003, ensemble_mit1003, pretrain_salicon
+from experiments import crossval_mit1003, ensemble_mit1003, osie_stats, pretrain_salicon
 
 
 def smooth_image(rng, h, w):
@@ -112,3 +114,56 @@ def test_ensemble_of_two_crossvalidations(tmp_path, monkeypatch, mit_root):
     assert report["command"]["runs"] == [str(r) for r in runs]
     markdown = (tmp_path / "ens" / "report.md").read_text()
     assert "ensemble of fake + fake" in markdown and "| fold 1 |" in markdown and "![" in markdown
+
+
+@pytest.fixture
+def osie_root(tmp_path):
+    """Four OSIE-layout images of 30 x 40; eye (3 observers) and mouse (4 workers) rest on one spot per image."""
+    rng = np.random.default_rng(2)
+    root = tmp_path / "osie"
+    for folder in ("stimuli", "eye", "mouse_amt", "mouse_lab"):
+        (root / folder).mkdir(parents=True)
+    spots = [(5, 8), (25, 32), (6, 33), (24, 7)]  # (y, x) MATLAB pixels
+    entries = []
+    for i, (sy, sx) in enumerate(spots):
+        stem = str(1001 + i)
+        Image.fromarray(smooth_image(rng, 30, 40)).save(root / "stimuli" / f"{stem}.jpg")
+        observers = [(sx + rng.integers(-2, 3, 4), sy + rng.integers(-2, 3, 4), np.full(4, 200.0)) for _ in range(3)]
+        entries.append((f"{stem}.jpg", observers))
+        for folder in ("mouse_amt", "mouse_lab"):
+            subj, yx, order = [], [], []
+            for worker in range(1, 5):  # a rest near the spot, a jump to a far corner and a rest there
+                path = [(sy, sx), (sy + 1, sx), (sy + 1, sx + 1), (30 - sy, 40 - sx), (30 - sy, 41 - sx)]
+                subj += [worker] * len(path)
+                yx += path
+                order += list(range(1, len(path) + 1))
+            save_mouse_mat(root / folder / f"{stem}.mat", subj, yx, order)
+    save_nus_mat(root / "eye" / "fixations.mat", entries)
+    return root
+
+
+def test_osie_stats(osie_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(osie_stats, "paper_sizes", np.asarray)  # score at 30 x 40, not 384 x 512: fast
+    report = osie_stats.main(["--root", str(osie_root), "--out", str(tmp_path / "stats.json")])
+    assert json.loads((tmp_path / "stats.json").read_text())["counts"] == report["counts"]
+    eye, amt, lab = report["counts"]
+    assert (eye["images"], eye["observers"], eye["fixations"], eye["trajectories"]) == (4, 3, 48, 12)
+    assert (amt["samples"], amt["trajectories"], amt["fixations"], amt["fixations_per_trajectory"]) == (80, 16, 32, 2.0)
+    assert lab["fixations_per_image_mean"] == 8.0
+    rows = {row["model"]: row for row in report["likelihood"]}
+    gold = rows["gold standard (other eye observers)"]
+    assert gold["ig_of_gold_pct"] == pytest.approx(100.0)
+    mouse = rows["KDE of mouse amt pseudo-fixations + centre bias + uniform"]
+    assert mouse["ig_bits"] > 0.5  # the mouse rests where the eyes fixate, unlike the centre bias
+    assert "## Counts" in capsys.readouterr().out
+
+
+def test_step_lengths_stay_within_trajectories():
+    recording = osie.MouseRecording(
+        subject=np.array([1, 1, 1, 2, 2]), x=np.array([0.0, 3, 3, 50, 50]), y=np.array([0.0, 4, 4, 0, 1]),
+        order=np.array([1, 2, 3, 1, 2]),
+    )
+    np.testing.assert_allclose(osie_stats.step_lengths([recording]), [5.0, 0.0, 1.0])
+    # bins 1, 1.4, 2, 2.8, 4, 5.7, 8, 11.3, ...: a slow mode decaying onto a plateau of 0.1 (at 8-11.3 px: 0.12)
+    density = np.array([5.0, 4, 3, 2, 1, 0.5, 0.12, 0.11, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.05, 0.02, 0.01, 0.0])
+    assert osie_stats.slow_mode_end(density) == pytest.approx((8.0, 11.31, 0.1), abs=0.01)

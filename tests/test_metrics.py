@@ -203,3 +203,61 @@ def test_log_mean_density_averages_probabilities():
         metrics.log_mean_density([])
     with pytest.raises(ValueError, match="different shapes"):
         metrics.log_mean_density([np.zeros((2, 2)), np.zeros((2, 3))])
+
+
+# --- sAUC without the centre bias ---------------------------------------------------------------
+
+
+def two_image_case():
+    """Two 1 x 3 images: fixations at columns 2, 0 on image 0 and column 0 on image 1."""
+    fixations, _ = Fixations.create(x=[2.5, 0.5, 0.5], y=[0.5, 0.5, 0.5], n=[0, 0, 1], image_sizes=[(1, 3), (1, 3)])
+    maps = [np.log(np.array([[0.2, 0.3, 0.5]])), np.log(np.array([[0.2, 0.5, 0.3]]))]
+    return fixations, maps
+
+
+def test_sauc_no_centerbias_hand_worked():
+    fixations, maps = two_image_case()
+    # image 0's negative: image 1's fixation, column 0 -> p0 = 0.2: fixation at p 0.5 wins (1), at 0.2 ties (0.5).
+    # image 1's negatives: columns 2 and 0 -> p1 = 0.3, 0.2: its fixation at p 0.2 loses and ties (0.25).
+    np.testing.assert_allclose(metrics.shuffled_auc_per_fixation(maps.__getitem__, fixations), [1.0, 0.5, 0.25])
+    result = metrics.sauc_no_centerbias(maps.__getitem__, fixations)
+    assert result["sauc_no_centerbias"] == pytest.approx(1.75 / 3)
+    assert result["sauc_no_centerbias_imgavg"] == pytest.approx(0.5)  # (0.75 + 0.25) / 2
+    np.testing.assert_allclose(result["per_image_sauc_no_centerbias"], [0.75, 0.25])
+
+
+def test_shuffled_auc_matches_evaluate_log_densities():
+    rng = np.random.default_rng(5)
+    sizes = [(6, 8), (6, 8), (8, 6)]
+    fixations, _ = Fixations.create(
+        x=rng.uniform(0, 6, 30), y=rng.uniform(0, 6, 30), n=rng.integers(0, 3, 30), image_sizes=sizes
+    )
+    maps = [metrics.log_normalize(rng.normal(size=s)) for s in sizes]
+    expected = metrics.evaluate_log_densities(maps.__getitem__, fixations, progress=False)
+    result = metrics.sauc_no_centerbias(maps.__getitem__, fixations)
+    assert result["sauc_no_centerbias"] == pytest.approx(expected["sauc"])
+    np.testing.assert_allclose(result["per_image_sauc_no_centerbias"], expected["per_image_sauc"])
+
+
+def test_removing_a_centre_bias_raises_shuffled_auc():
+    # Fixations sit at the centre of image 0 and near the border of image 1; a map that is the
+    # image's saliency (a bump at the fixated spot) times a centre bias favours the centre on
+    # both, so image 1's fixation loses against image 0's central fixation used as its negative.
+    fixations, _ = Fixations.create(x=[4.5, 0.5], y=[4.5, 0.5], n=[0, 1], image_sizes=[(9, 9), (9, 9)])
+    yy, xx = np.mgrid[0:9, 0:9]
+    centre = -((xx - 4) ** 2 + (yy - 4) ** 2) / 2.0
+    saliency = [-((xx - 4) ** 2 + (yy - 4) ** 2) / 8.0, -(xx**2 + yy**2) / 8.0]
+    with_cb = [metrics.log_normalize(s + centre) for s in saliency]
+    without_cb = [metrics.log_normalize(s) for s in saliency]
+    assert metrics.sauc_no_centerbias(without_cb.__getitem__, fixations)["sauc_no_centerbias"] == 1.0
+    assert metrics.shuffled_auc_per_fixation(with_cb.__getitem__, fixations).tolist() == [1.0, 0.0]
+
+
+def test_shuffled_auc_checks_shapes_and_single_images():
+    fixations, maps = two_image_case()
+    with pytest.raises(ValueError, match="has shape \\(1, 4\\), fixations say \\(1, 3\\)"):
+        metrics.shuffled_auc_per_fixation(lambda i: np.zeros((1, 4)), fixations)
+    alone = fixations.subset_images([0])
+    np.testing.assert_array_equal(metrics.shuffled_auc_per_fixation(maps.__getitem__, alone), [0.5, 0.5])
+    with pytest.raises(ValueError, match="empty"):
+        metrics.sauc_no_centerbias(maps.__getitem__, fixations.select(np.zeros(3, bool)))

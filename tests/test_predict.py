@@ -5,6 +5,8 @@ from PIL import Image
 
 import fake_backbone
 from deepgaze_jax import ModelConfig, init_params, predict_density, sample_fixations
+from deepgaze_jax.metrics import log_normalize
+from deepgaze_jax.predict import predict_density_without_centerbias
 from deepgaze_jax.images import ImageError
 
 
@@ -118,3 +120,20 @@ def test_ensembles_average_in_probability(params):
     for bad in ([], [params, "model.npz"]):
         with pytest.raises(ValueError, match="list of models"):
             predict_density(bad, images[0])
+
+
+def test_density_without_centerbias_undoes_the_models_centre_bias(params):
+    img = np.random.default_rng(3).integers(0, 256, (384, 512, 3), dtype=np.uint8)
+    cell = params.config.cell
+    yy, xx = np.mgrid[0 : 384 // cell, 0 : 512 // cell]  # the density grid of a 384x512 image: no resampling
+    log_cb = log_normalize(-((xx - xx.mean()) ** 2 + (yy - yy.mean()) ** 2) / (yy.size / 20.0))
+    with_cb = params.replace(centerbias=log_cb.astype(np.float32))
+    without = predict_density_without_centerbias(with_cb, img)
+    assert_density(without, (384, 512))
+    np.testing.assert_array_equal(without, predict_density(params, img, centerbias="uniform"))
+    # softmax(s + log cb) vs softmax(s): the log ratio is log cb up to a constant, at every pixel
+    ratio = predict_density(with_cb, img) - without - np.repeat(np.repeat(log_cb, cell, axis=0), cell, axis=1)
+    np.testing.assert_allclose(ratio, ratio.mean(), atol=1e-3)
+    assert np.ptp(predict_density(with_cb, img) - without) > 5
+    ensemble = predict_density_without_centerbias([with_cb, with_cb], [img])
+    np.testing.assert_allclose(ensemble[0], without, atol=1e-5)

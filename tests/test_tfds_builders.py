@@ -12,7 +12,9 @@ from deepgaze_jax import images
 from deepgaze_jax.data import datasets
 from deepgaze_jax.data.nus_mat import save_nus_mat
 from deepgaze_jax.data.salicon import save_salicon_mat
+from deepgaze_jax.data.osie import find_osie_root, osie_eye, osie_mouse
 from deepgaze_jax.data.tfds_builders import prepare
+from osie_fixture import MOUSE, write_release
 
 
 @pytest.fixture(autouse=True)
@@ -170,3 +172,46 @@ def test_salicon_missing_data_says_what_to_download(salicon_fixture, tmp_path):
     (root / "images" / "train" / "COCO_train2014_000000000025.jpg").unlink()
     with pytest.raises(FileNotFoundError, match=r"COCO_train2014_000000000025\.jpg"):
         prepare("salicon/2017", tmp_path / "tfds3", manual_dir=root)
+
+
+@pytest.mark.parametrize("config", ["eye", "mouse_amt", "mouse_lab"])
+def test_osie_round_trip(tmp_path, config):
+    root = write_release(tmp_path / "osie", MOUSE)
+    prepare(f"osie/{config}", tmp_path / "tfds", manual_dir=root)
+    train = tfds.data_source(f"osie/{config}", data_dir=tmp_path / "tfds")["train"]
+    loaded = osie_eye(root) if config == "eye" else osie_mouse(root, config.removeprefix("mouse_"))
+    working = loaded.fixations.rescaled([(384, 512)] * len(loaded))  # 4:3 -> the paper's 512x384
+    assert len(train) == len(loaded) == 2
+    for i, example in enumerate(train):
+        name = loaded.stimulus_names[i]
+        assert example["image_id"] == name.encode()
+        np.testing.assert_array_equal(example["original_size"], loaded.image_sizes[i])
+        expected_image = images.resize(images.to_rgb_uint8(root / "stimuli" / name), (384, 512))
+        np.testing.assert_array_equal(example["image"], expected_image)
+        on_image = working.n == i
+        assert on_image.sum() > 0
+        np.testing.assert_array_equal(example["x"], working.x[on_image].astype(np.float32))
+        np.testing.assert_array_equal(example["y"], working.y[on_image].astype(np.float32))
+        np.testing.assert_array_equal(example["subject"], working.subject[on_image])
+        assert ("duration" in example) == (config == "eye")
+        if config == "eye":
+            np.testing.assert_array_equal(example["duration"], working.duration[on_image])
+
+
+def test_osie_without_data_says_where_to_point(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPGAZE_JAX_OSIE", str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match=r"(?s)missing.*lacks stimuli.*Point manual_dir"):
+        prepare("osie/eye", tmp_path / "tfds")
+
+
+@pytest.mark.slow
+def test_real_osie_mouse_lab_build(tmp_path):
+    try:
+        root = find_osie_root()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    prepare("osie/mouse_lab", tmp_path / "tfds", manual_dir=root)
+    train = tfds.data_source("osie/mouse_lab", data_dir=tmp_path / "tfds")["train"]
+    assert len(train) == 700
+    assert sum(len(example["x"]) for example in train) == len(osie_mouse(root, "lab").fixations)
+    assert {train[i]["image"].shape for i in range(0, 700, 50)} == {(384, 512, 3)}

@@ -339,3 +339,60 @@ def evaluate_log_densities(
         if result["gold_ll_bits"] > base:
             result["ig_explained_pct"] = 100.0 * (result["ll_bits"] - base) / (result["gold_ll_bits"] - base)
     return result
+
+
+# --- shuffled AUC without the centre bias (the paper's benchmark-style sAUC, Table 1) --------
+
+SAUC_NO_CENTERBIAS = "sauc_no_centerbias"
+
+
+def shuffled_auc_per_fixation(
+    log_density_fn: LogDensityFn, fixations: Fixations, progress: bool = False, desc: str = "sAUC"
+) -> np.ndarray:
+    """(N,) shuffled AUC of each fixation under ``log_density_fn`` (image index -> (H_i, W_i) log density).
+
+    The negatives of image i are the fixations on all other images, their relative
+    coordinates mapped to image i's grid; ties count half; 0.5 when no other image has
+    fixations. The same numbers as the ``sauc`` of `evaluate_log_densities`.
+    """
+    rows_all, cols_all = fixations.pixel_indices()
+    negatives: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    out = np.full(len(fixations), 0.5)
+    for i in tqdm(np.flatnonzero(fixations.counts_per_image() > 0), desc=desc, disable=not progress, unit="img"):
+        idx = np.flatnonzero(fixations.n == i)
+        size = (int(fixations.image_sizes[i, 0]), int(fixations.image_sizes[i, 1]))
+        log_density = np.asarray(log_density_fn(int(i)))
+        if log_density.shape != size:
+            raise ValueError(f"log density of image {i} has shape {log_density.shape}, fixations say {size}")
+        if size not in negatives:
+            negatives[size] = _shuffled_negatives(fixations, size)
+        other = fixations.n != i
+        if other.any():
+            neg_rows, neg_cols = negatives[size][0][other], negatives[size][1][other]
+            out[idx] = sauc_per_fixation(log_density, rows_all[idx], cols_all[idx], neg_rows, neg_cols)
+    return out
+
+
+def sauc_no_centerbias(log_density_no_centerbias_fn: LogDensityFn, fixations: Fixations, progress: bool = False) -> dict:
+    """The paper's benchmark-style shuffled AUC: sAUC of the model's density *without* its centre bias.
+
+    Table 1 of the paper scores sAUC on saliency maps without the centre bias: sAUC's
+    negatives are other images' fixations, which carry the centre bias, so a density that
+    includes it is penalised for it (the project's ``sauc`` scores the density with it).
+    ``log_density_no_centerbias_fn`` maps image index i to the model's (H_i, W_i) log density
+    computed with a uniform prior instead of the centre bias, e.g. from
+    `deepgaze_jax.predict.predict_density_without_centerbias`.
+
+    Returns ``sauc_no_centerbias`` (mean over fixations), ``sauc_no_centerbias_imgavg``
+    (mean of per-image means) and ``per_image_sauc_no_centerbias`` ((I',) over the images
+    with fixations, in index order), the key names `evaluate_log_densities` uses for ``sauc``.
+    """
+    if len(fixations) == 0:
+        raise ValueError("sauc_no_centerbias needs fixations to score; the Fixations given are empty")
+    values = shuffled_auc_per_fixation(log_density_no_centerbias_fn, fixations, progress, desc=SAUC_NO_CENTERBIAS)
+    per_image = per_image_means(values, fixations.n)
+    return {
+        SAUC_NO_CENTERBIAS: float(values.mean()),
+        f"{SAUC_NO_CENTERBIAS}_imgavg": float(per_image.mean()),
+        f"per_image_{SAUC_NO_CENTERBIAS}": per_image,
+    }

@@ -145,3 +145,18 @@ def sample_fixations(log_density, n: int, key: jax.Array) -> tuple[np.ndarray, n
     x = np.asarray(index % width, np.float64) + np.asarray(offset[:, 0], np.float64)
     y = np.asarray(index // width, np.float64) + np.asarray(offset[:, 1], np.float64)
     return x, y
+
+
+def predict_density_without_centerbias(
+    params: Union[DeepGazeParams, Sequence[DeepGazeParams]],
+    img: Union[ImageLike, Sequence[ImageLike]],
+    batch_size: int = 8,
+    backbone_dtype=jnp.float32,
+) -> Union[np.ndarray, list[np.ndarray]]:
+    """`predict_density` with a uniform prior in place of the model's centre bias.
+
+    The density the paper's Table 1 scores shuffled AUC on (`metrics.sauc_no_centerbias`):
+    the model's saliency alone, softmax-normalised. Same arguments and return values as
+    `predict_density`, for one model or an ensemble.
+    """
+    return predict_density(params, img, centerbias="uniform", batch_size=batch_size, backbone_dtype=backbone_dtype)

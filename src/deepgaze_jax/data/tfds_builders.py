@@ -1,4 +1,4 @@
-"""TFDS builders for MIT1003 and SALICON, written as array_record and read without TensorFlow.
+"""TFDS builders for MIT1003, SALICON and OSIE, written as array_record and read without TensorFlow.
 
 Build with `prepare` (or ``builder.download_and_prepare(file_format="array_record", ...)``) and
 read with ``tfds.data_source(name, data_dir=...)``, which returns random-access sequences of
@@ -12,7 +12,7 @@ Every example is one image at the model's working size, with all its fixations:
 - ``original_size``: (2,) int32 (height, width) of the original image;
 - ``x``, ``y``: (k,) float32 working-space pixel coordinates (0-based continuous, see
   `fixations`), strictly inside the image; ``subject``: (k,) int32 observer index;
-- ``duration``: (k,) float32 fixation durations in ms (MIT1003 only).
+- ``duration``: (k,) float32 fixation durations in ms (MIT1003 and OSIE eye only).
 
 Shuffling is disabled: record ``i`` of a split is image ``i`` in the source's order.
 """
@@ -30,7 +30,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
-from deepgaze_jax.data import datasets, salicon
+from deepgaze_jax.data import datasets, osie, salicon
 from deepgaze_jax.data.datasets import Dataset
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,10 @@ _SALICON_CITATION = """@inproceedings{jiang2015salicon,
   title={SALICON: Saliency in Context},
   author={Jiang, Ming and Huang, Shengsheng and Duan, Juanyong and Zhao, Qi},
   booktitle={CVPR}, year={2015}}"""
+_OSIE_CITATION = """@article{xu2014predicting,
+  title={Predicting human gaze beyond pixels},
+  author={Xu, Juan and Jiang, Ming and Wang, Shuo and Kankanhalli, Mohan S and Zhao, Qi},
+  journal={Journal of Vision}, volume={14}, number={1}, pages={28}, year={2014}}"""
 
 
 def _float32_inside(v: np.ndarray, limit: int) -> np.ndarray:
@@ -177,10 +181,59 @@ class Salicon(_FixationBuilder):
         yield from self._examples(dataset, dataset.image_sizes // 2)
 
 
+class Osie(_FixationBuilder):
+    """OSIE at the paper's working size (800x600 -> 512x384), one split "train"; configs by fixation source.
+
+    "eye": the eye fixations of 15 observers (with durations); "mouse_amt" / "mouse_lab": the
+    mouse tracking of 835 crowd workers / 16 lab participants as pseudo-fixations with the
+    default `mouse_fixations.PseudoFixationConfig` (SALICON's procedure, docs/osie.md).
+    """
+
+    RELEASE_NOTES = {"1.0.0": "NUS-VIP release; mouse pseudo-fixations: max step 24 px, max dispersion 48 px, >= 2 samples."}
+    BUILDER_CONFIGS = [
+        tfds.core.BuilderConfig(name="eye", description="eye fixations (15 observers, 3 s free viewing)"),
+        tfds.core.BuilderConfig(name="mouse_amt", description="pseudo-fixations of Mechanical Turk mouse tracking"),
+        tfds.core.BuilderConfig(name="mouse_lab", description="pseudo-fixations of lab mouse tracking"),
+    ]
+    MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
+Point manual_dir (or ${osie.OSIE_ENV}) at the data/ folder of NUS-VIP/predicting-human-gaze-beyond-pixels:
+stimuli/*.jpg, eye/fixations.mat, mouse_amt/<image>.mat, mouse_lab/<image>.mat. Without a manual_dir,
+shared/datasets/osie beside the checkout is used if present.
+"""
+
+    @property
+    def WITH_DURATION(self) -> bool:  # noqa: N802 (the base class's attribute name)
+        return self.builder_config.name == "eye"
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self._fixation_info(
+            f"OSIE (700 images with many semantic objects), {self.builder_config.description}, images and "
+            "fixations resized from 800x600 to 512x384 (the DeepGaze II working size).",
+            "https://github.com/NUS-VIP/predicting-human-gaze-beyond-pixels",
+            _OSIE_CITATION,
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        try:
+            root = osie.find_osie_root(_manual_dir(dl_manager))
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{exc}\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}") from exc
+        log.info("building OSIE %s from %s", self.builder_config.name, root)
+        return {"train": self._generate_examples(root=root, source=self.builder_config.name)}
+
+    def _generate_examples(self, root: Path, source: str):
+        if source == "eye":
+            dataset = osie.osie_eye(root)
+        else:
+            dataset = osie.osie_mouse(root, source.removeprefix("mouse_"))
+        yield from self._examples(dataset, datasets.paper_sizes(dataset.image_sizes))
+
+
 def prepare(
     name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None = None
 ) -> tfds.core.DatasetBuilder:
-    """Builds ``name`` ("mit1003", "salicon/2015" or "salicon/2017") as array_record under ``data_dir``.
+    """Builds ``name`` ("mit1003", "salicon/2015", "salicon/2017", "osie/eye", "osie/mouse_amt" or
+    "osie/mouse_lab") as array_record under ``data_dir``.
 
     A no-op when already built. Read it back with ``tfds.data_source(name, data_dir=data_dir)``.
     """
