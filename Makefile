@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEMO_IMAGE ?=  # empty: the example photographs shipped in src/deepgaze_jax/assets/examples
+# DEMO_IMAGE empty: the example photographs shipped in src/deepgaze_jax/assets/examples
+DEMO_IMAGE ?=
 
 .PHONY: install install-test demo test test-all bench crossval clean
 

@@ -24,7 +24,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     x, y, n, subject = (np.array(EXPECTED[k]) for k in ("x", "y", "n", "subject"))
     duration_ms = np.array(EXPECTED["duration_s"]) * 1000
     names = [Path(s).name for s in EXPECTED["stimuli"]]
-    rows = [f"{names[i]},{float(a)!r},{float(b)!r},{s},{float(d)!r}" for a, b, i, s, d in zip(x, y, n, subject, duration_ms)]
+    records = zip(x, y, n, subject, duration_ms)
+    rows = [f"{names[i]},{float(a)!r},{float(b)!r},{s},{float(d)!r}" for a, b, i, s, d in records]
     (root / "fix.csv").write_text("image,x,y,subject,duration\n" + "\n".join(rows) + "\n")
     (root / "fix.tsv").write_text("image\tx\ty\tsubject\tduration\n" + "\n".join(r.replace(",", "\t") for r in rows))
     per_image = []
@@ -33,7 +34,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
                      duration_ms[(n == i) & (subject == s)]) for s in range(subject.max() + 1)]
         per_image.append((name, on_image))
     save_nus_mat(root / "fixations.mat", per_image)
-    return {"mat": root / "fixations.mat", "csv": root / "fix.csv", "tsv": root / "fix.tsv", "stimuli": root / "stimuli"}
+    return {
+        "mat": root / "fixations.mat", "csv": root / "fix.csv", "tsv": root / "fix.tsv", "stimuli": root / "stimuli"
+    }
 
 
 @pytest.mark.parametrize("kind", ["mat", "csv", "tsv", "hdf5"])

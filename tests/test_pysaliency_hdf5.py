@@ -67,7 +67,9 @@ def test_drop_invalid_counts_by_reason(copied, caplog):
         file["duration"][5] = -1.0
     with caplog.at_level(logging.WARNING):
         dataset, report = read_pysaliency_hdf5(copied / "fixations.hdf5", copied / "stimuli.hdf5", drop_invalid=True)
-    assert report.dropped_by_reason == {"coordinate not finite": 1, "outside the image": 1, "duration not a finite number >= 0": 1}
+    assert report.dropped_by_reason == {
+        "coordinate not finite": 1, "outside the image": 1, "duration not a finite number >= 0": 1
+    }
     kept = np.delete(np.array(EXPECTED["x"]), [0, 3, 5])
     np.testing.assert_array_equal(dataset.fixations.x, kept)
     assert "dropped 3 of 18" in caplog.text

@@ -26,7 +26,9 @@ OVERLAY_SUFFIX = "_density.png"
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("predict", help="predict fixation densities for images")
     p.add_argument("images", nargs="*", type=Path, help="image files (any format PIL reads)")
-    p.add_argument("--example", action="store_true", help="also predict the example photographs shipped with the package")
+    p.add_argument(
+        "--example", action="store_true", help="also predict the example photographs shipped with the package"
+    )
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument(
         "--model", action="append", default=None,

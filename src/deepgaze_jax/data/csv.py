@@ -40,7 +40,8 @@ OPTIONAL_COLUMNS = ("subject", "duration")
 def _header(row: list[str], path: Path) -> dict[str, int]:
     """Column name -> position, for the columns this reader uses."""
     names = [name.strip().lower() for name in row]
-    duplicates = sorted({name for name in names if names.count(name) > 1 and name in REQUIRED_COLUMNS + OPTIONAL_COLUMNS})
+    used = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+    duplicates = sorted({name for name in names if names.count(name) > 1 and name in used})
     missing = [name for name in REQUIRED_COLUMNS if name not in names]
     if missing or duplicates:
         problem = f"lacks the column(s) {', '.join(missing)}" if missing else f"repeats {', '.join(duplicates)}"
@@ -48,7 +49,7 @@ def _header(row: list[str], path: Path) -> dict[str, int]:
             f"{path}: the header row {problem}; it must name the columns image, x, y "
             f"and optionally subject, duration (found: {', '.join(names) or 'an empty row'})"
         )
-    return {name: names.index(name) for name in REQUIRED_COLUMNS + OPTIONAL_COLUMNS if name in names}
+    return {name: names.index(name) for name in used if name in names}
 
 
 def _number(text: str, column: str, where: str, problems: list[BadRecord], index: int) -> float | None:
@@ -75,36 +76,54 @@ def _image_problem(name: str) -> str | None:
     return None
 
 
-def _parse_rows(path: Path, delimiter: str) -> tuple[dict[str, list], list[BadRecord]]:
-    """The table's columns as lists (one entry per non-blank row) and the rows that do not parse."""
-    columns: dict[str, list] = {"image": [], "x": [], "y": [], "subject": [], "duration": [], "where": []}
-    problems: list[BadRecord] = []
+def _rows(path: Path, delimiter: str) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """The header and the non-blank rows, each with where it is (``"line 7"``)."""
     with open(path, newline="", encoding="utf-8-sig") as file:
         reader = csv.reader(file, delimiter=delimiter)
-        header = next((row for row in reader if any(field.strip() for field in row)), None)
-        if header is None:
-            raise DatasetFormatError(f"{path} is empty; it needs a header row image,x,y[,subject][,duration]")
-        positions, width = _header(header, path), len(header)
-        for row in reader:
-            if not any(field.strip() for field in row):
-                continue
-            index, where = len(columns["where"]), f"line {reader.line_num}"
-            columns["where"].append(where)
-            if len(row) != width:
-                problems.append(BadRecord(index, where, "wrong number of fields", f"{len(row)}, the header has {width}"))
-                row = (row + [""] * width)[:width]
-            fields = {name: row[position].strip() for name, position in positions.items()}
-            image_problem = _image_problem(fields["image"])
-            if image_problem:
-                problems.append(BadRecord(index, where, image_problem, repr(fields["image"])))
-            columns["image"].append(None if image_problem else fields["image"])
-            for axis in ("x", "y"):
-                value = _number(fields[axis], axis, where, problems, index)
-                columns[axis].append(np.nan if value is None else value)
-            columns["subject"].append(fields.get("subject", ""))
-            columns["duration"].append(_duration(fields["duration"], where, problems, index) if "duration" in fields else 0.0)
-        columns["has"] = list(positions)
-    return columns, problems
+        rows = [(f"line {reader.line_num}", row) for row in reader if any(field.strip() for field in row)]
+    if not rows:
+        raise DatasetFormatError(f"{path} is empty; it needs a header row image,x,y[,subject][,duration]")
+    return rows[0][1], rows[1:]
+
+
+def _parse_row(
+    row: list[str], positions: dict[str, int], width: int, index: int, where: str
+) -> tuple[list[BadRecord], tuple]:
+    """Row ``index`` -> its problems and (image or None, x, y, subject, duration), NaN where unparsable."""
+    problems: list[BadRecord] = []
+    if len(row) != width:
+        problems.append(BadRecord(index, where, "wrong number of fields", f"{len(row)}, the header has {width}"))
+        row = (row + [""] * width)[:width]
+    fields = {name: row[position].strip() for name, position in positions.items()}
+    image_problem = _image_problem(fields["image"])
+    if image_problem:
+        problems.append(BadRecord(index, where, image_problem, repr(fields["image"])))
+    x, y = (_number(fields[axis], axis, where, problems, index) for axis in ("x", "y"))
+    duration = _duration(fields["duration"], where, problems, index) if "duration" in fields else 0.0
+    values = (
+        None if image_problem else fields["image"],
+        np.nan if x is None else x,
+        np.nan if y is None else y,
+        fields.get("subject", ""),
+        duration,
+    )
+    return problems, values
+
+
+def _parse_rows(path: Path, delimiter: str) -> tuple[dict[str, list], list[BadRecord], tuple[str, ...]]:
+    """The table's columns as lists (one entry per non-blank row), the rows' problems and the columns present."""
+    header, rows = _rows(path, delimiter)
+    positions = _header(header, path)
+    problems: list[BadRecord] = []
+    parsed = []
+    for index, (where, row) in enumerate(rows):
+        row_problems, values = _parse_row(row, positions, len(header), index, where)
+        problems += row_problems
+        parsed.append(values)
+    names = ("image", "x", "y", "subject", "duration")
+    columns = {name: list(values) for name, values in zip(names, zip(*parsed))} if parsed else {n: [] for n in names}
+    columns["where"] = [where for where, _ in rows]
+    return columns, problems, tuple(positions)
 
 
 def _subject_codes(labels: list[str]) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -125,9 +144,11 @@ def read_table(
     path, stimuli_dir = Path(path), Path(stimuli_dir)
     if delimiter is None:
         if path.suffix.lower() not in DELIMITERS:
-            raise ValueError(f"{path}: cannot tell the delimiter from the suffix; name it .csv or .tsv or pass delimiter=")
+            raise ValueError(
+                f"{path}: cannot tell the delimiter from the suffix; name it .csv or .tsv, or pass delimiter="
+            )
         delimiter = DELIMITERS[path.suffix.lower()]
-    columns, problems = _parse_rows(path, delimiter)
+    columns, problems, present = _parse_rows(path, delimiter)
     names = list(dict.fromkeys(name for name in columns["image"] if name is not None))
     paths = stimulus_paths(stimuli_dir, names, path)
     sizes = np.array([read_image_size(p) for p in paths], np.int64).reshape(-1, 2)
@@ -141,7 +162,7 @@ def read_table(
     fixations, _ = Fixations.create(
         x[keep], y[keep], n[keep], sizes,
         subject=subject,
-        duration=np.array(columns["duration"])[keep] if "duration" in columns["has"] else None,
-        subject_names=subject_names if "subject" in columns["has"] else None,
+        duration=np.array(columns["duration"])[keep] if "duration" in present else None,
+        subject_names=subject_names if "subject" in present else None,
     )
     return Dataset(stimuli=paths, fixations=fixations, name=path.stem), report

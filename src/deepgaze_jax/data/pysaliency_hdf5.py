@@ -68,7 +68,8 @@ def _checked_version(group: h5py.Group) -> str:
 
 def _dataset(group: h5py.Group, name: str) -> np.ndarray:
     if name not in group or not isinstance(group[name], h5py.Dataset):
-        raise DatasetFormatError(f"{group.file.filename}:{group.name} lacks the dataset {name!r} of pysaliency's layout")
+        where = f"{group.file.filename}:{group.name}"
+        raise DatasetFormatError(f"{where} lacks the dataset {name!r} of pysaliency's layout")
     return group[name][()]
 
 
@@ -83,16 +84,19 @@ def _stimuli(group: h5py.Group) -> tuple[tuple[Path, ...], np.ndarray]:
         raise DatasetFormatError(f"{group.file.filename}:{group.name}: {len(paths)} filenames but {len(shapes)} shapes")
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} image(s) of {group.file.filename} are missing, e.g. {', '.join(missing[:3])}")
+        examples = ", ".join(missing[:3])
+        raise FileNotFoundError(f"{len(missing)} image(s) of {group.file.filename} are missing, e.g. {examples}")
     for path, shape in zip(paths, shapes):
         if read_image_size(path) != shape:
-            raise DatasetFormatError(f"{path} is {read_image_size(path)} (height, width) but {group.file.filename} says {shape}")
+            size = read_image_size(path)
+            raise DatasetFormatError(f"{path} is {size} (height, width) but {group.file.filename} says {shape}")
     return paths, np.array(shapes, np.int64).reshape(-1, 2)
 
 
 def _flat(group: h5py.Group) -> dict[str, np.ndarray]:
     """x, y, n, subject, duration_ms (or None) and ``where`` labels of a Fixations group."""
-    columns = {key: np.ravel(_dataset(group, name)) for key, name in (("x", "x"), ("y", "y"), ("n", "n"), ("subject", "subjects"))}
+    names = {"x": "x", "y": "y", "n": "n", "subject": "subjects"}
+    columns = {key: np.ravel(_dataset(group, name)) for key, name in names.items()}
     attributes = json.loads(_text(group.attrs.get("__attributes__", b"[]")))
     duration = next((name for name in ("duration", "durations") if name in attributes), None)
     columns["duration_ms"] = None if duration is None else np.ravel(_dataset(group, duration)) * MS_PER_S
@@ -140,7 +144,9 @@ def _problems(columns: dict[str, np.ndarray], sizes: np.ndarray) -> list[BadReco
     where = columns["where"]
     n = columns["n"]
     bad_index = (n < 0) | (n >= len(sizes))
-    problems = [BadRecord(int(i), where[i], "image index not in the stimuli", f"n={n[i]}") for i in np.flatnonzero(bad_index)]
+    problems = [
+        BadRecord(int(i), where[i], "image index not in the stimuli", f"n={n[i]}") for i in np.flatnonzero(bad_index)
+    ]
     x, y = (np.where(bad_index, 0.0, columns[axis]) for axis in ("x", "y"))
     problems += bounds_problems(x, y, np.where(bad_index, 0, n), sizes, where.__getitem__)
     if columns["duration_ms"] is not None:

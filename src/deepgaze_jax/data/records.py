@@ -62,6 +62,10 @@ def bounds_problems(
     return problems
 
 
+def _describe(problem: BadRecord) -> str:
+    return f"{problem.where}: {problem.reason}" + (f" ({problem.detail})" if problem.detail else "")
+
+
 def keep_mask(
     problems: Sequence[BadRecord], total: int, source: str | os.PathLike, drop_invalid: bool
 ) -> tuple[np.ndarray, DropReport]:
@@ -79,7 +83,7 @@ def keep_mask(
         first.setdefault(problem.index, problem)
     problems = list(first.values())
     if problems and not drop_invalid:
-        shown = "; ".join(f"{p.where}: {p.reason}" + (f" ({p.detail})" if p.detail else "") for p in problems[:SHOWN_IN_ERRORS])
+        shown = "; ".join(_describe(p) for p in problems[:SHOWN_IN_ERRORS])
         more = f" and {len(problems) - SHOWN_IN_ERRORS} more" if len(problems) > SHOWN_IN_ERRORS else ""
         raise FixationError(
             f"{source}: {len(problems)} bad fixation record(s): {shown}{more}. "
@@ -89,7 +93,7 @@ def keep_mask(
     keep[[p.index for p in problems]] = False
     report = DropReport(total=total, dropped_by_reason=dict(collections.Counter(p.reason for p in problems)))
     if not keep.any():
-        raise FixationError(f"{source}: all {total} fixation records are bad, e.g. {problems[0].where}: {problems[0].reason}")
+        raise FixationError(f"{source}: all {total} fixation records are bad, e.g. {_describe(problems[0])}")
     if report.dropped:
         reasons = ", ".join(f"{count} {reason}" for reason, count in report.dropped_by_reason.items())
         log.warning("%s: dropped %d of %d fixation records (%s)", source, report.dropped, total, reasons)
