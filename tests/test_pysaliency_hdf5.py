@@ -106,3 +106,17 @@ def test_missing_or_resized_images_are_errors(copied):
     shutil.copy(copied / "stimuli" / "street.png", copied / "stimuli" / "wide.png")
     with pytest.raises(DatasetFormatError, match=r"wide.png is \(40, 60\).*says \(24, 72\)"):
         read_pysaliency_hdf5(copied / "combined.hdf5")
+
+
+def test_inconsistent_arrays_are_format_errors(copied):
+    with h5py.File(copied / "fixations.hdf5", "r+") as file:
+        del file["duration"]
+        file["duration"] = np.ones(3)
+    with pytest.raises(DatasetFormatError, match="differ in length"):
+        read_pysaliency_hdf5(copied / "fixations.hdf5", copied / "stimuli.hdf5")
+    with h5py.File(copied / "fixation_trains.hdf5", "r+") as file:
+        train_ns = file["train_ns"][()]
+        del file["train_ns"]
+        file["train_ns"] = train_ns.astype(np.float64)
+    with pytest.raises(DatasetFormatError, match="n should hold integers"):
+        read_pysaliency_hdf5(copied / "fixation_trains.hdf5", copied / "stimuli.hdf5")

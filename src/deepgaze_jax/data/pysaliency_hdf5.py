@@ -125,6 +125,9 @@ def _trains(group: h5py.Group, version: str) -> dict[str, np.ndarray]:
     taken = np.arange(xs.shape[1])[None, :] < lengths[:, None]
     train, step = np.nonzero(taken)
     durations = _train_durations(group, version)
+    if durations is not None and durations.shape != xs.shape:
+        where = f"{group.file.filename}:{group.name}"
+        raise DatasetFormatError(f"{where}: durations of shape {durations.shape}, not that of train_xs {xs.shape}")
     return {
         "x": xs[taken], "y": ys[taken], "n": ns[train], "subject": subjects[train],
         "duration_ms": None if durations is None else durations[taken] * MS_PER_S,
@@ -133,10 +136,18 @@ def _trains(group: h5py.Group, version: str) -> dict[str, np.ndarray]:
 
 
 def _records(group: h5py.Group) -> dict[str, np.ndarray]:
+    """The fixation records of a Fixations or FixationTrains group, with consistent lengths and integer indices."""
     version = _checked_version(group)
     columns = _flat(group) if _kind(group) == "Fixations" else _trains(group, version)
-    if not len(columns["x"]) == len(columns["y"]) == len(columns["n"]) == len(columns["subject"]):
-        raise DatasetFormatError(f"{group.file.filename}:{group.name}: x, y, n and subjects differ in length")
+    where = f"{group.file.filename}:{group.name}"
+    lengths = {len(columns[key]) for key in ("x", "y", "n", "subject")}
+    if columns["duration_ms"] is not None:
+        lengths.add(len(columns["duration_ms"]))
+    if len(lengths) > 1:
+        raise DatasetFormatError(f"{where}: x, y, n, subjects and durations differ in length")
+    for key in ("n", "subject"):
+        if not np.issubdtype(columns[key].dtype, np.integer):
+            raise DatasetFormatError(f"{where}: {key} should hold integers, got {columns[key].dtype}")
     return columns
 
 
