@@ -2,8 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DATA ?= ../shared/datasets/mit1003
-DEMO_IMAGE ?= $(DATA)/stimuli/i05june05_static_street_boston_p1010764.jpg
+# DEMO_IMAGE empty: the example photographs shipped in src/deepgaze_jax/assets/examples
+DEMO_IMAGE ?=
 
 .PHONY: install install-test demo test test-all bench crossval clean
 
@@ -20,9 +20,9 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-# Predict a density for an MIT1003 image with the bundled model and write out/demo/*.png.
+# Predict densities for the shipped example photographs (or DEMO_IMAGE) with the bundled model: out/demo/*.png.
 demo: install
-	$(VENV)/bin/deepgaze-jax predict $(DEMO_IMAGE) --out out/demo
+	$(VENV)/bin/deepgaze-jax predict $(or $(DEMO_IMAGE),--example) --out out/demo
 
 # The test command of the README and of CI.
 test: install-test

@@ -1,4 +1,7 @@
-"""The service (`deepgaze_jax.serve`) with the fake-backbone model, over real HTTP on 127.0.0.1, for tests."""
+"""The service (`deepgaze_jax.serve`) with the fake-backbone model, over real HTTP on 127.0.0.1, for tests.
+
+It runs on the production server of ``deepgaze-jax serve`` (`serve.make_server`, waitress).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,10 @@ from collections.abc import Iterator
 import jax
 import numpy as np
 import pytest
-from werkzeug.serving import make_server
 
 import fake_backbone
 from deepgaze_jax import ModelConfig, init_params
-from deepgaze_jax.serve import create_app
+from deepgaze_jax.serve import ServerConfig, ServiceLimits, create_app, make_server
 
 
 def two_blob_centerbias(height: int = 48, width: int = 64) -> np.ndarray:
@@ -27,18 +29,19 @@ def two_blob_centerbias(height: int = 48, width: int = 64) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def serve_fake_model(**limits) -> Iterator[str]:
-    """Runs ``create_app(fake model, **limits)`` in a threaded server on a free port; yields its base URL."""
+def serve_fake_model(limits: ServiceLimits = ServiceLimits(), **server) -> Iterator[str]:
+    """Serves ``create_app(fake model, limits)`` with `make_server` on a free port; yields its base URL.
+
+    ``server`` overrides `ServerConfig` fields (threads, timeouts).
+    """
     with pytest.MonkeyPatch.context() as mp:
         fake_backbone.install(mp)
         model = init_params(ModelConfig(backbone="fake"), jax.random.PRNGKey(0), centerbias=two_blob_centerbias())
-        app = create_app(model, **limits)
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        httpd = make_server(create_app(model, limits), ServerConfig(port=0, **server), limits)
+        thread = threading.Thread(target=httpd.run, daemon=True)
         thread.start()
         try:
-            yield f"http://127.0.0.1:{server.port}"
+            yield f"http://127.0.0.1:{httpd.effective_port}"
         finally:
-            server.shutdown()
-            server.server_close()
+            httpd.stop()
             thread.join(timeout=10)

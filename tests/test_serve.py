@@ -2,6 +2,9 @@ import base64
 import concurrent.futures
 import io
 import re
+import socket
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -9,8 +12,16 @@ import requests
 import werkzeug.formparser
 from PIL import Image
 
+from deepgaze_jax import serve
 from deepgaze_jax.plotting import equal_mass_levels
-from deepgaze_jax.serve import DISPLAY_SIDE, MAX_UPLOAD_BYTES, demo_image, downsample_log_density, fit_size
+from deepgaze_jax.serve import (
+    DISPLAY_SIDE,
+    MAX_UPLOAD_BYTES,
+    ServiceLimits,
+    demo_image,
+    downsample_log_density,
+    fit_size,
+)
 from live_server import serve_fake_model
 
 
@@ -160,3 +171,164 @@ def test_pages(url):
 def test_page_errors_are_shown(url):
     reply = requests.post(f"{url}/view", files={"image": ("notes.txt", b"hello")}, timeout=10)
     assert reply.status_code == 400 and 'class="error"' in reply.text and "not an image" in reply.text
+
+
+# The defects of issue 14 item 7 and the production server of issue 13 item 6.
+
+
+def test_json_has_a_default_max_side(url):
+    reply = post_density(url, encode(random_image(1200, 1600, seed=3)))
+    body = reply.json()
+    assert reply.status_code == 200, body
+    assert (body["image_height"], body["image_width"]) == (1200, 1600)
+    assert (body["height"], body["width"]) == (384, 512)  # ServiceLimits.json_default_side
+    assert abs(logsumexp(body["log_density"])) < 1e-4
+    assert len(reply.content) < 4 * 2**20
+
+
+def test_json_max_side_is_capped(url):
+    reply = post_density(url, encode(random_image(32, 32)), "?max_side=5000")
+    assert reply.status_code == 400 and "format=npy" in reply.json()["error"]
+
+
+def test_npy_response(url):
+    data = encode(random_image(120, 160, seed=4))
+    reply = post_density(url, data, "?format=npy")
+    assert reply.status_code == 200 and reply.headers["Content-Type"] == "application/octet-stream"
+    assert reply.headers["X-Units"] == "nats/pixel"
+    assert (reply.headers["X-Image-Height"], reply.headers["X-Image-Width"]) == ("120", "160")
+    full = np.load(io.BytesIO(reply.content), allow_pickle=False)
+    assert full.shape == (120, 160) and full.dtype == np.float32
+    assert abs(logsumexp(full)) < 1e-4
+    small = np.load(io.BytesIO(post_density(url, data, "?format=npy&max_side=40").content), allow_pickle=False)
+    assert small.shape == (30, 40)
+    np.testing.assert_allclose(np.exp(small), np.exp(full).reshape(30, 4, 40, 4).sum(axis=(1, 3)), rtol=1e-3)
+
+
+def test_bad_format(url):
+    reply = post_density(url, encode(random_image(32, 32)), "?format=xml")
+    assert reply.status_code == 400 and "json, npy" in reply.json()["error"]
+
+
+def slow_decode(monkeypatch, delay_s: float) -> dict:
+    """Makes `serve.decode_upload` take ``delay_s`` and count how many run at once."""
+    state = {"active": 0, "most": 0}
+    lock = threading.Lock()
+    real = serve.decode_upload
+
+    def counted(data, max_pixels):
+        with lock:
+            state["active"] += 1
+            state["most"] = max(state["most"], state["active"])
+        try:
+            time.sleep(delay_s)
+            return real(data, max_pixels)
+        finally:
+            with lock:
+                state["active"] -= 1
+
+    monkeypatch.setattr(serve, "decode_upload", counted)
+    return state
+
+
+def test_decoding_and_prediction_are_bounded(monkeypatch):
+    state = slow_decode(monkeypatch, 0.3)
+    with serve_fake_model(ServiceLimits(max_concurrent=2), threads=8) as base:
+        data = encode(random_image(64, 64, seed=5))
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda _: post_density(base, data, "?max_side=16").status_code, range(8)))
+    assert statuses == [200] * 8
+    assert state["most"] == 2  # reached and never exceeded
+
+
+def test_busy_service_answers_503(monkeypatch):
+    slow_decode(monkeypatch, 1.5)
+    with serve_fake_model(ServiceLimits(max_concurrent=1, busy_timeout_s=0.2), threads=4) as base:
+        data = encode(random_image(64, 64, seed=6))
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            replies = list(pool.map(lambda _: post_density(base, data), range(2)))
+    assert sorted(r.status_code for r in replies) == [200, 503]
+    assert "busy" in next(r for r in replies if r.status_code == 503).json()["error"]
+
+
+def closed_by_server(sock: socket.socket, within_s: float, trickle: bytes = b"") -> bool:
+    """Whether the server closes ``sock`` within ``within_s`` while we send ``trickle`` one byte per 0.1 s."""
+    deadline = time.monotonic() + within_s
+    sock.settimeout(0.1)
+    position = 0
+    while time.monotonic() < deadline:
+        try:
+            if sock.recv(1024) == b"":
+                return True
+        except socket.timeout:
+            pass
+        except ConnectionError:
+            return True
+        if position < len(trickle):
+            try:
+                sock.send(trickle[position : position + 1])
+            except (BrokenPipeError, ConnectionError):
+                return True
+            position += 1
+    return False
+
+
+def test_trickling_client_is_cut_off_and_holds_no_worker():
+    with serve_fake_model(threads=1, read_timeout_s=1.0, channel_timeout_s=30, cleanup_interval_s=1) as base:
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as slow:
+            headers = "Host: x\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: 100000\r\n"
+            slow.sendall(f"POST /api/density HTTP/1.1\r\n{headers}\r\n--B\r\n".encode())
+            started = time.monotonic()
+            assert requests.get(f"{base}/healthz", timeout=5).status_code == 200  # the one worker is free
+            assert closed_by_server(slow, within_s=6.0, trickle=b"a" * 100)
+            assert time.monotonic() - started < 6.0
+
+
+def test_idle_connections_are_closed():
+    with serve_fake_model(threads=2, channel_timeout_s=1, cleanup_interval_s=1) as base:
+        port = int(base.rsplit(":", 1)[1])
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        try:
+            assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+            deadline = time.monotonic() + 8.0
+            assert all(closed_by_server(s, within_s=max(0.1, deadline - time.monotonic())) for s in idle)
+        finally:
+            for s in idle:
+                s.close()
+
+
+def test_100_concurrent_requests():
+    sizes = [(64, 64), (64, 96), (96, 64), (48, 64)]
+    uploads = [encode(random_image(*sizes[i % 4], seed=100 + i)) for i in range(100)]
+
+    def timed(i: int):
+        started = time.perf_counter()
+        reply = post_density(base, uploads[i], "?max_side=32")
+        return i, reply.status_code, reply.json(), time.perf_counter() - started
+
+    with serve_fake_model(threads=4) as base:
+        for size in sizes:  # compile each shape once, outside the timing
+            assert post_density(base, encode(random_image(*size)), "?max_side=32").status_code == 200
+        barrier_start = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(100) as pool:
+            results = list(pool.map(timed, range(100)))
+        wall_s = time.perf_counter() - barrier_start
+    assert len(results) == 100
+    for i, status, body, _ in results:
+        assert status == 200, body
+        assert (body["image_height"], body["image_width"]) == sizes[i % 4]
+        assert abs(logsumexp(body["log_density"])) < 1e-4
+    latencies = np.array([r[3] for r in results])
+    print(
+        f"\n100 concurrent requests: all answered; latency p50 {np.percentile(latencies, 50):.2f} s, "
+        f"p95 {np.percentile(latencies, 95):.2f} s, max {latencies.max():.2f} s; wall {wall_s:.2f} s"
+    )
+
+
+def test_waitress_refuses_bodies_far_over_the_limit():
+    with serve_fake_model(ServiceLimits(max_upload_bytes=1000)) as base:
+        reply = post_density(base, b"\0" * (2 * 2**20))  # beyond the limit + serve.MULTIPART_OVERHEAD_BYTES
+        assert reply.status_code == 413
+        small_over = post_density(base, b"\0" * 2000)  # over the app's limit, within waitress's: the app's JSON 413
+        assert small_over.status_code == 413 and "1000 bytes" in small_over.json()["error"]
