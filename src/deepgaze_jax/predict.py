@@ -28,6 +28,7 @@ from deepgaze_jax.finalizer import expand_to_pixels
 from deepgaze_jax.images import ImageLike, load_working_image, to_rgb_uint8
 from deepgaze_jax.metrics import log_mean_density, log_normalize
 from deepgaze_jax.model import DeepGazeParams, centerbias_on_grid, density_grid_shape, log_density_grid
+from deepgaze_jax.model_io import clean_template
 from deepgaze_jax.xla_options import jit
 
 CenterBiasLike = Union[None, str, np.ndarray]
@@ -47,12 +48,7 @@ def _centerbias_template(params: DeepGazeParams, centerbias: CenterBiasLike):
         if centerbias != "uniform":
             raise ValueError(f"centerbias must be None, 'uniform' or a 2-D log density array, got {centerbias!r}")
         return None
-    template = np.asarray(centerbias, dtype=np.float32)
-    if template.ndim != 2 or min(template.shape) < 1:
-        raise ValueError(f"centerbias must be a 2-D (H, W) log density, got shape {template.shape}")
-    if not np.all(np.isfinite(template)):
-        raise ValueError("centerbias contains NaN or inf: pass a finite log density, e.g. log(p + 1e-20)")
-    return template
+    return clean_template(centerbias)
 
 
 _expand = jit(expand_to_pixels, static_argnums=1)
