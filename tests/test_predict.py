@@ -118,3 +118,15 @@ def test_ensembles_average_in_probability(params):
     for bad in ([], [params, "model.npz"]):
         with pytest.raises(ValueError, match="list of models"):
             predict_density(bad, images[0])
+
+
+def test_exif_orientation_gives_the_density_of_the_picture_as_shown(params, tmp_path):
+    """A phone photo stored 128 wide x 96 high with orientation 6 is shown 96 wide x 128 high."""
+    stored = np.random.default_rng(5).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    shown = np.asarray(Image.open(tmp_path / "phone.jpg").transpose(Image.Transpose.ROTATE_270))
+    got = predict_density(params, tmp_path / "phone.jpg")
+    assert_density(got, (128, 96))
+    np.testing.assert_allclose(got, predict_density(params, shown), atol=1e-5)
