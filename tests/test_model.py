@@ -186,3 +186,10 @@ def test_huge_header_and_deflate_bomb_are_refused_before_decompressing(saved):
     path = _rewritten(saved, {"centerbias": bomb})
     assert path.stat().st_size < 1_000_000
     _refused(path, "over the limit")
+
+
+def test_extreme_finite_centerbias_in_a_file_is_floored(config, tmp_path):
+    template = np.array([[3e38, -3e38], [0.0, 1.0]], np.float32)
+    save_model(init_params(config, jax.random.PRNGKey(3), centerbias=template), tmp_path / "m.npz")
+    loaded = np.asarray(load_model(tmp_path / "m.npz").centerbias)
+    np.testing.assert_array_equal(loaded, [[0.0, -1000.0], [-1000.0, -1000.0]])

@@ -130,3 +130,26 @@ def test_exif_orientation_gives_the_density_of_the_picture_as_shown(params, tmp_
     got = predict_density(params, tmp_path / "phone.jpg")
     assert_density(got, (128, 96))
     np.testing.assert_allclose(got, predict_density(params, shown), atol=1e-5)
+
+
+def test_4d_jax_array_is_a_batch_like_numpy(params):
+    import jax.numpy as jnp
+
+    batch = np.random.default_rng(6).integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
+    got = predict_density(params, jnp.asarray(batch))
+    assert isinstance(got, list) and len(got) == 2
+    for out, expected in zip(got, predict_density(params, batch)):
+        np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [np.array([[3e38, -3e38], [0.0, 1.0]]), np.full((3, 3), 3e38), np.array([[-3e38, 0.0], [0.0, 0.0]])],
+    ids=["plus-minus-3e38", "constant-3e38", "minus-3e38"],
+)
+def test_extreme_finite_centerbias_gives_finite_densities(params, template):
+    img = np.zeros((384, 512, 3), np.uint8)
+    out = predict_density(params, img, centerbias=template)
+    assert_density(out, (384, 512))
+    if np.ptp(template) == 0:  # a constant log density is the uniform one
+        np.testing.assert_allclose(out, predict_density(params, img, centerbias="uniform"), atol=1e-5)

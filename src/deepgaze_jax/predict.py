@@ -76,10 +76,11 @@ def predict_density(
         densities are averaged in probability (an ensemble, e.g. ``[load_model("lite0"),
         load_model("lite2")]``; `metrics.log_mean_density`).
       img: one image (path, bytes, PIL image or array (H, W), (H, W, 1|3|4)), a list of
-        them, or a (B, H, W, 3) array.
+        them, or a (B, H, W, 3) NumPy or JAX array.
       centerbias: None uses the model's own centre bias (uniform if it has none);
-        ``"uniform"`` forces a uniform prior; a 2-D array is taken as a log density over
-        the image (any resolution, resized to each image).
+        ``"uniform"`` forces a uniform prior; a finite 2-D array is taken as a log density
+        over the image (any resolution, resized to each image; `model_io.clean_template`
+        floors it 1000 nats below its peak, so extreme values stay finite).
       batch_size: images per forward pass.
       backbone_dtype: the backbone's compute dtype. ``jnp.bfloat16`` is faster on GPUs but
         moves the density (docs/benchmarks.md gives max |Δ log p| and KL per backbone);
@@ -89,7 +90,7 @@ def predict_density(
       (H, W) float32 log density in nats per pixel with logsumexp = 0, for one image; a
       list of them for a list or a 4-D array.
     """
-    single = not isinstance(img, (list, tuple)) and not (isinstance(img, np.ndarray) and img.ndim == 4)
+    single = not isinstance(img, (list, tuple)) and not (isinstance(img, (np.ndarray, jax.Array)) and img.ndim == 4)
     images = [img] if single else list(img)
     if not images:
         return []
