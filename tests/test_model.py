@@ -130,8 +130,9 @@ def _rewritten(path, replace: dict) -> "Path":
 
 
 def _meta(config_changes: dict | None) -> bytes:
-    config = json.loads(ModelConfig(backbone="fake").to_json())
-    meta = {"format": MODEL_FORMAT} if config_changes is None else {"format": MODEL_FORMAT, "config": {**config, **config_changes}}
+    meta = {"format": MODEL_FORMAT}
+    if config_changes is not None:
+        meta["config"] = {**json.loads(ModelConfig(backbone="fake").to_json()), **config_changes}
     return _npy(np.frombuffer(json.dumps(meta).encode(), np.uint8))
 
 

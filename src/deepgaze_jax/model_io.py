@@ -34,7 +34,7 @@ MAX_MODEL_BYTES = 64 << 20  # all members, uncompressed; a shipped model is abou
 TEMPLATE_FLOOR_NATS = 1000.0  # below the peak; exp(-1000) is 0 in float32 anyway
 _MAX_HEADER_BYTES = 10_000
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-_READ_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, zipfile.BadZipFile, zlib.error)
+_READ_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, RecursionError, zipfile.BadZipFile, zlib.error)
 
 
 class ModelFileError(ValueError):
@@ -83,7 +83,9 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
         shape, fortran, dtype = _HEADER_READERS[version](member, max_header_size=_MAX_HEADER_BYTES)
         nbytes = math.prod(shape) * dtype.itemsize
         if dtype.hasobject or member.tell() + nbytes != info.file_size:
-            raise ValueError(f"{info.filename}: header ({dtype}, shape {shape}) disagrees with its {info.file_size} bytes")
+            raise ValueError(
+                f"{info.filename}: header ({dtype}, shape {shape}) disagrees with its {info.file_size} bytes"
+            )
         data = member.read(nbytes)
         if len(data) != nbytes or member.read(1):  # the last read verifies the CRC
             raise ValueError(f"{info.filename}: data does not match its header")
@@ -117,8 +119,10 @@ def _float_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The arrays other than ``meta``, which must be finite float32."""
     out = {name: array for name, array in arrays.items() if name != "meta"}
     for name, array in out.items():
-        if array.dtype != np.float32 or not np.all(np.isfinite(array)):
-            raise ValueError(f"{name} must be finite float32, got {array.dtype} with non-finite values or another type")
+        if array.dtype != np.float32:
+            raise ValueError(f"{name} must be float32, not {array.dtype}")
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{name} holds NaN or inf values: every parameter must be finite")
     return out
 
 
@@ -132,7 +136,9 @@ def _config_problems(config: Any) -> list[str]:
     sigmas = (config.init_sigma, config.max_sigma)
     checks = {
         "backbone must be a name": isinstance(config.backbone, str),
-        "taps must be null or a non-empty list of names": taps is None or (taps and all(isinstance(t, str) for t in taps)),
+        "taps must be null or a non-empty list of names": (
+            taps is None or (bool(taps) and all(isinstance(t, str) for t in taps))
+        ),
         "readout_features must be widths of 1 to 4096 ending in 1": (
             bool(features) and all(_is_int(f, 1, 4096) for f in features) and features[-1] == 1
         ),
@@ -169,7 +175,8 @@ def _head_problem(head: Mapping[str, np.ndarray], expected: Mapping[str, tuple[i
     """Why ``head`` does not have exactly the variables ``expected`` (shapes of one component),
     one common mixture size of at least 1 and positive ``std`` statistics; None if it does."""
     if set(head) != set(expected):
-        return f"variables {sorted(set(expected) - set(head))} are missing, {sorted(set(head) - set(expected))} unexpected"
+        missing, unexpected = sorted(set(expected) - set(head)), sorted(set(head) - set(expected))
+        return f"variables {missing} are missing, {unexpected} unexpected"
     sizes = {array.shape[:1] for array in head.values()}
     wrong = {key: array.shape for key, array in head.items() if array.shape[1:] != expected[key]}
     if len(sizes) != 1 or sizes == {(0,)} or wrong:
