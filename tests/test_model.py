@@ -194,3 +194,11 @@ def test_extreme_finite_centerbias_in_a_file_is_floored(config, tmp_path):
     save_model(init_params(config, jax.random.PRNGKey(3), centerbias=template), tmp_path / "m.npz")
     loaded = np.asarray(load_model(tmp_path / "m.npz").centerbias)
     np.testing.assert_array_equal(loaded, [[0.0, -1000.0], [-1000.0, -1000.0]])
+
+
+def test_unregistered_backbone_needs_backbone_weights(saved, monkeypatch):
+    """A model trained on precomputed features (backbone outside the registry) loads with its weights given."""
+    monkeypatch.undo()  # "fake" is no longer registered
+    assert load_model(saved, backbone_weights={}).num_components == 2
+    with pytest.raises(ModelFileError, match="unknown backbone.*backbone_weights"):
+        load_model(saved)

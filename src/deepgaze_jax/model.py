@@ -246,7 +246,9 @@ def load_model(path: str | os.PathLike = "default", backbone_weights=None) -> De
     path = bundled_model_path(name) if name in BUNDLED_MODELS else Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
-    contents = read_model_file(path, MODEL_FORMAT, lambda raw: ModelConfig.from_json(json.dumps(raw)), init_head)
+    contents = read_model_file(
+        path, MODEL_FORMAT, lambda raw: ModelConfig.from_json(json.dumps(raw)), init_head, backbone_weights is not None
+    )
     if backbone_weights is None:
         backbone_weights = contents.config.get_backbone().load_weights()
     return DeepGazeParams(

@@ -162,8 +162,17 @@ def _checked_config(path: Path, raw: dict, make_config: Callable[[dict], Any]) -
     return config
 
 
-def _head_shapes(path: Path, config: Any, init_head: Callable[[Any, jax.Array], Any]) -> dict[str, tuple[int, ...]]:
-    """{variable path: shape of one component} of the head that ``config`` implies."""
+def _head_shapes(
+    path: Path, config: Any, init_head: Callable[[Any, jax.Array], Any], backbone_given: bool
+) -> dict[str, tuple[int, ...]] | None:
+    """{variable path: shape of one component} of the head that ``config`` implies; None for a
+    backbone outside the registry whose weights the caller gives (its channels are unknown)."""
+    try:
+        config.get_backbone()
+    except ValueError as exc:
+        if backbone_given:
+            return None
+        raise ModelFileError(f"model file {path}: {exc} (or pass backbone_weights)") from exc
     try:
         head = jax.eval_shape(lambda: init_head(config, jax.random.PRNGKey(0)))
     except (TypeError, ValueError, KeyError) as exc:
@@ -171,23 +180,27 @@ def _head_shapes(path: Path, config: Any, init_head: Callable[[Any, jax.Array], 
     return {k: v.shape[1:] for k, v in flax.traverse_util.flatten_dict(head, sep="/").items()}
 
 
-def _head_problem(head: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]]) -> str | None:
-    """Why ``head`` does not have exactly the variables ``expected`` (shapes of one component),
-    one common mixture size of at least 1 and positive ``std`` statistics; None if it does."""
-    if set(head) != set(expected):
+def _head_problem(head: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]] | None) -> str | None:
+    """Why ``head`` does not have exactly the variables ``expected`` (shapes of one component;
+    None: any), one common mixture size of at least 1 and positive ``std`` statistics; None if it does."""
+    if expected is not None and set(head) != set(expected):
         missing, unexpected = sorted(set(expected) - set(head)), sorted(set(head) - set(expected))
         return f"variables {missing} are missing, {unexpected} unexpected"
     sizes = {array.shape[:1] for array in head.values()}
-    wrong = {key: array.shape for key, array in head.items() if array.shape[1:] != expected[key]}
+    wrong = {} if expected is None else {k: a.shape for k, a in head.items() if a.shape[1:] != expected[k]}
     if len(sizes) != 1 or sizes == {(0,)} or wrong:
-        return f"mixture sizes {sorted(sizes)}; shapes {wrong} where one component has {dict(expected)}"
+        return f"mixture sizes {sorted(sizes)}; shapes {wrong} where one component has {expected}"
     if not all(np.all(array > 0) for key, array in head.items() if key.endswith("/std")):
         return "its feature std statistics must be positive"
     return None
 
 
 def read_model_file(
-    path: Path, model_format: str, make_config: Callable[[dict], Any], init_head: Callable[[Any, jax.Array], Any]
+    path: Path,
+    model_format: str,
+    make_config: Callable[[dict], Any],
+    init_head: Callable[[Any, jax.Array], Any],
+    backbone_given: bool = False,
 ) -> ModelFile:
     """The validated contents of model file ``path``.
 
@@ -197,6 +210,9 @@ def read_model_file(
       make_config: the raw config mapping -> a `ModelConfig`.
       init_head: ``(config, key) -> head variables`` with a mixture axis of 1 (only its
         shapes are evaluated).
+      backbone_given: the caller brings the backbone's weights, so a config naming a
+        backbone outside the registry (a model trained on precomputed features) is
+        accepted, its head checked only for one mixture size and positive statistics.
 
     Raises:
       ModelFileError: naming ``path``: not a zip of ``.npy`` members, damaged, over
@@ -214,7 +230,7 @@ def read_model_file(
         raise ModelFileError(f"cannot read model file {path}: {exc}; save it again with save_model") from exc
     head = {name.removeprefix("head/"): array for name, array in floats.items() if name.startswith("head/")}
     model_config = _checked_config(path, config, make_config)
-    problem = _head_problem(head, _head_shapes(path, model_config, init_head))
+    problem = _head_problem(head, _head_shapes(path, model_config, init_head, backbone_given))
     if problem:
         raise ModelFileError(f"model file {path} has a head that does not fit its config: {problem}")
     return ModelFile(config=model_config, head=head, centerbias=centerbias)

@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 __all__ = ["MAX_TUPLE_NODES", "check_pickle"]
 
-MAX_TUPLE_NODES = 256  # a tensor's rebuild arguments take about 10 + 2 x its number of dimensions
+MAX_TUPLE_NODES = 1024  # a tensor's rebuild arguments take about 10 + 2 x its number of dimensions
 
 _TUPLE_OPS = frozenset({"EMPTY_TUPLE", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "FROZENSET"})
 _GET_OPS = frozenset({"GET", "BINGET", "LONG_BINGET"})
