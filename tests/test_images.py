@@ -73,3 +73,61 @@ def test_load_working_image_keeps_original_size():
     img = np.zeros((300, 400, 3), np.uint8)
     work, original = load_working_image(img)
     assert original == (300, 400) and work.shape == (384, 512, 3)
+
+
+# --- issue 14: EXIF orientation (item 5), 16-bit depth (item 8), header size limit (item 11) ---
+
+
+def _stored_image() -> np.ndarray:
+    """A 3x4 RGB picture with no symmetry, so every orientation is told apart."""
+    return np.arange(36, dtype=np.uint8).reshape(3, 4, 3) * 7
+
+
+def _with_orientation(path, orientation: int):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(_stored_image()).save(path, exif=exif)
+    return path
+
+
+@pytest.mark.parametrize(
+    "orientation, shown",
+    [(1, lambda a: a), (3, lambda a: np.rot90(a, 2)), (6, lambda a: np.rot90(a, -1)), (8, lambda a: np.rot90(a, 1))],
+    ids=["1", "3-rotate-180", "6-rotate-cw", "8-rotate-ccw"],
+)
+def test_exif_orientation_is_applied(tmp_path, orientation, shown):
+    from deepgaze_jax.data.datasets import read_image_size
+
+    path = _with_orientation(tmp_path / "photo.png", orientation)
+    expected = shown(_stored_image())
+    for source in (path, path.read_bytes(), Image.open(path)):
+        np.testing.assert_array_equal(to_rgb_uint8(source), expected)
+    assert read_image_size(path) == expected.shape[:2]
+
+
+def test_dark_16bit_files_are_scaled_by_bit_depth_not_values(tmp_path):
+    dark = np.full((4, 5), 200, np.uint16)  # 200 / 65535 of white: nearly black
+    Image.fromarray(dark).save(tmp_path / "dark.png")
+    (tmp_path / "dark.pgm").write_bytes(b"P5\n5 4\n65535\n" + dark.astype(">u2").tobytes())
+    for name in ("dark.png", "dark.pgm"):
+        out = to_rgb_uint8(tmp_path / name)
+        assert out.max() == round(200 / 65535 * 255), name
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims ``width`` x ``height`` 8-bit gray pixels, with no usable pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_pixel_limit_is_checked_from_the_header_before_decoding():
+    """120 megapixels claimed by a 100-byte file: refused for its size, without decoding a pixel."""
+    with pytest.raises(ImageError, match="exceeds the limit"):
+        to_rgb_uint8(_png_header_only(20_000, 6_000))

@@ -1,4 +1,8 @@
+import io
+import json
 import math
+import struct
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +11,7 @@ import pytest
 
 import fake_backbone
 from deepgaze_jax.model import (
+    MODEL_FORMAT,
     ModelConfig,
     centerbias_on_grid,
     init_params,
@@ -15,6 +20,7 @@ from deepgaze_jax.model import (
     mixture,
     save_model,
 )
+from deepgaze_jax.model_io import ModelFileError
 
 
 @pytest.fixture
@@ -92,3 +98,107 @@ def test_mixture_refuses_different_configs(config):
     b = a.replace(config=ModelConfig(backbone="fake", readout_features=(1,)))
     with pytest.raises(ValueError, match="different configs"):
         mixture([a, b])
+
+
+# --- load_model trusts nothing in the file (issue 14, item 4) ---------------------------------
+
+
+@pytest.fixture
+def saved(config, tmp_path):
+    """A valid model file (2 components, a 32x32 centre bias) of the fake backbone."""
+    cb = np.random.default_rng(0).normal(size=(32, 32)).astype(np.float32)
+    params = init_params(config, jax.random.PRNGKey(3), centerbias=cb, num_components=2)
+    save_model(params, tmp_path / "m.npz")
+    return tmp_path / "m.npz"
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.asarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _rewritten(path, replace: dict) -> "Path":
+    """A copy of model file ``path`` with members replaced (name -> .npy bytes) or dropped (None)."""
+    out = path.with_name("bad.npz")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            data = replace.get(info.filename.removesuffix(".npy"), src.read(info))
+            if data is not None:
+                dst.writestr(info.filename, data)
+    return out
+
+
+def _meta(config_changes: dict | None) -> bytes:
+    meta = {"format": MODEL_FORMAT}
+    if config_changes is not None:
+        meta["config"] = {**json.loads(ModelConfig(backbone="fake").to_json()), **config_changes}
+    return _npy(np.frombuffer(json.dumps(meta).encode(), np.uint8))
+
+
+def _refused(path, match: str) -> None:
+    with pytest.raises(ModelFileError, match=match) as info:
+        load_model(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("value", [np.nan, -np.inf], ids=["nan", "-inf"])
+@pytest.mark.parametrize("member", ["head/params/readout/layer0/kernel", "head/stats/readout/mean", "centerbias"])
+def test_non_finite_parameters_or_centerbias_are_refused(saved, member, value):
+    with zipfile.ZipFile(saved) as archive:
+        array = np.load(io.BytesIO(archive.read(member + ".npy"))).copy()
+    array.flat[3] = value
+    _refused(_rewritten(saved, {member: _npy(array)}), "finite")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"cell": 0}, {"cell": 3}, {"long_side": 100}, {"max_sigma": 1e9}, {"readout_features": [16, 0, 1]}, {"backbone": 7}],
+    ids=lambda c: next(iter(c)) + "=" + str(next(iter(c.values()))),
+)
+def test_unusable_config_values_are_refused(saved, changes):
+    _refused(_rewritten(saved, {"meta": _meta(changes)}), "unusable config")
+
+
+def test_missing_config_and_mismatched_head_are_refused(saved):
+    _refused(_rewritten(saved, {"meta": _meta(None)}), "no config")
+    _refused(_rewritten(saved, {"meta": _meta({"readout_features": [8, 1]})}), "does not fit its config")
+    _refused(_rewritten(saved, {"head/stats/readout/std": _npy(np.zeros((2, 9), np.float32))}), "std")
+    _refused(_rewritten(saved, {"head/params/finalizer/log_sigma": None}), "missing")
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.03, 0.5])
+def test_bit_flipped_deflate_stream_is_refused(saved, fraction):
+    data = bytearray(saved.read_bytes())
+    with zipfile.ZipFile(saved) as archive:
+        info = archive.getinfo("centerbias.npy")
+    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    start = info.header_offset + 30 + name_length + extra_length  # the deflate stream, after the local header
+    data[start + int(fraction * info.compress_size)] ^= 0xFF
+    saved.write_bytes(bytes(data))
+    _refused(saved, "cannot read model file")
+
+
+def test_huge_header_and_deflate_bomb_are_refused_before_decompressing(saved):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**6, 10**6)})
+    _refused(_rewritten(saved, {"centerbias": header.getvalue() + bytes(64)}), "disagrees")
+    bomb = _npy(np.zeros((5000, 5000), np.float32))  # 100 MB of zeros, about 100 kB deflated
+    path = _rewritten(saved, {"centerbias": bomb})
+    assert path.stat().st_size < 1_000_000
+    _refused(path, "over the limit")
+
+
+def test_extreme_finite_centerbias_in_a_file_is_floored(config, tmp_path):
+    template = np.array([[3e38, -3e38], [0.0, 1.0]], np.float32)
+    save_model(init_params(config, jax.random.PRNGKey(3), centerbias=template), tmp_path / "m.npz")
+    loaded = np.asarray(load_model(tmp_path / "m.npz").centerbias)
+    np.testing.assert_array_equal(loaded, [[0.0, -1000.0], [-1000.0, -1000.0]])
+
+
+def test_unregistered_backbone_needs_backbone_weights(saved, monkeypatch):
+    """A model trained on precomputed features (backbone outside the registry) loads with its weights given."""
+    monkeypatch.undo()  # "fake" is no longer registered
+    assert load_model(saved, backbone_weights={}).num_components == 2
+    with pytest.raises(ModelFileError, match="unknown backbone.*backbone_weights"):
+        load_model(saved)

@@ -137,3 +137,38 @@ def test_density_without_centerbias_undoes_the_models_centre_bias(params):
     assert np.ptp(predict_density(with_cb, img) - without) > 5
     ensemble = predict_density_without_centerbias([with_cb, with_cb], [img])
     np.testing.assert_allclose(ensemble[0], without, atol=1e-5)
+
+
+def test_exif_orientation_gives_the_density_of_the_picture_as_shown(params, tmp_path):
+    """A phone photo stored 128 wide x 96 high with orientation 6 is shown 96 wide x 128 high."""
+    stored = np.random.default_rng(5).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    shown = np.asarray(Image.open(tmp_path / "phone.jpg").transpose(Image.Transpose.ROTATE_270))
+    got = predict_density(params, tmp_path / "phone.jpg")
+    assert_density(got, (128, 96))
+    np.testing.assert_allclose(got, predict_density(params, shown), atol=1e-5)
+
+
+def test_4d_jax_array_is_a_batch_like_numpy(params):
+    import jax.numpy as jnp
+
+    batch = np.random.default_rng(6).integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
+    got = predict_density(params, jnp.asarray(batch))
+    assert isinstance(got, list) and len(got) == 2
+    for out, expected in zip(got, predict_density(params, batch)):
+        np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [np.array([[3e38, -3e38], [0.0, 1.0]]), np.full((3, 3), 3e38), np.array([[-3e38, 0.0], [0.0, 0.0]])],
+    ids=["plus-minus-3e38", "constant-3e38", "minus-3e38"],
+)
+def test_extreme_finite_centerbias_gives_finite_densities(params, template):
+    img = np.zeros((384, 512, 3), np.uint8)
+    out = predict_density(params, img, centerbias=template)
+    assert_density(out, (384, 512))
+    if np.ptp(template) == 0:  # a constant log density is the uniform one
+        np.testing.assert_allclose(out, predict_density(params, img, centerbias="uniform"), atol=1e-5)

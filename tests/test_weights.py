@@ -171,6 +171,107 @@ def test_pickled_module_is_refused(tmp_path):
         read_pth(path)
 
 
+# --- files crafted to exhaust memory or time (issue 14, item 2) ------------------------------
+
+
+def _shared_dicts(depth: int) -> dict:
+    """A dict tree of 2**depth paths but ``depth`` distinct dicts (pickled once each, via the memo)."""
+    node = {"w": torch.zeros(1)}
+    for _ in range(depth):
+        node = {"a": node, "b": node}
+    return node
+
+
+def _self_containing() -> dict:
+    node = {"w": torch.zeros(1)}
+    node["self"] = node
+    return node
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: _shared_dicts(64), _self_containing], ids=["shared-dicts-depth-64", "self-containing"]
+)
+@FORMATS
+def test_shared_or_self_containing_dicts_are_refused(tmp_path, make, legacy):
+    path = _save(make(), tmp_path / "w.pth", legacy)
+    assert path.stat().st_size < 10_000
+    with pytest.raises(WeightsError, match="reached twice"):
+        read_pth(path)
+
+
+_DEEP_DICTS = b"\x80\x02" + b"}X\x01\x00\x00\x00a" * 5_000 + b"N" + b"s" * 5_000 + b"."
+_TUPLE_KEY_DEEP = b"\x80\x02}N" + b"\x85" * 1_000_000 + b"K\x01s."  # (((...(None,)...),),): 1
+_TUPLE_KEY_SHARED = b"\x80\x02}N\x85q\x000" + b"h\x00h\x00\x86q\x000" * 64 + b"h\x00K\x01s."  # t = (t, t) 64 times
+_HUGE_BYTES = b"\x80\x04\x8e" + (1 << 62).to_bytes(8, "little") + b"."  # BINBYTES8 of 2**62 bytes
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [_DEEP_DICTS, _TUPLE_KEY_DEEP, _TUPLE_KEY_SHARED, _HUGE_BYTES],
+    ids=["dicts-5000-deep", "tuple-key-1e6-deep", "tuple-key-shared-64", "binbytes8-2**62"],
+)
+@pytest.mark.parametrize("container", ["zip", "legacy"])
+def test_crafted_pickles_raise_weights_error(tmp_path, payload, container):
+    """Nesting, memo sharing and declared lengths: a WeightsError, not a RecursionError,
+    MemoryError, hang or crash of the interpreter (a 1e6-deep tuple key overflows the C stack)."""
+    path = tmp_path / "evil.pth"
+    if container == "zip":
+        _malicious_zip(path, payload)
+    else:
+        _malicious_legacy(path, payload, 3)
+    with pytest.raises(WeightsError, match=str(path)):
+        read_pth(path)
+
+
+def _deflated_copy(source: Path, target: Path) -> Path:
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+    return target
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_views_larger_than_their_storage_are_refused(tmp_path, legacy):
+    """A stride-0 (20000, 20000) view of a one-element storage would be a 1.6 GB array."""
+    path = _save({"w": torch.zeros(1).expand(20000, 20000)}, tmp_path / "w.pth", legacy)
+    with pytest.raises(WeightsError, match="does not fit its storage"):
+        read_pth(path)
+
+
+def test_many_views_of_one_storage_or_a_deflate_bomb_are_refused(tmp_path):
+    base = torch.zeros(100_000)
+    views = _save({f"k{i}": base[:] for i in range(300)}, tmp_path / "views.pth", legacy=False)
+    zeros = _save({"w": torch.zeros(4_000_000)}, tmp_path / "zeros.pth", legacy=False)
+    bomb = _deflated_copy(zeros, tmp_path / "bomb.pth")
+    for path in (views, bomb):
+        with pytest.raises(WeightsError, match="times the file"):
+            read_pth(path)
+
+
+def test_deflated_zip_of_real_weights_still_loads(tmp_path):
+    sd = _state_dict()
+    loaded = read_pth(_deflated_copy(_save(sd, tmp_path / "w.pth", legacy=False), tmp_path / "deflated.pth"))
+    np.testing.assert_array_equal(loaded["conv.weight"], _numpy(sd["conv.weight"]))
+
+
+# --- a refused file must not poison later loads (issue 14, item 3) ----------------------------
+
+_BUILD_ON_STORAGE = b"ctorch\nFloatStorage\n}S'dtype'\nS'x'\nsb."
+_BUILD_ON_REBUILD = b"ctorch._utils\n_rebuild_tensor_v2\n(N}S'__defaults__'\n)stb."
+
+
+@pytest.mark.parametrize("payload", [_BUILD_ON_STORAGE, _BUILD_ON_REBUILD], ids=["FloatStorage", "_rebuild_tensor_v2"])
+def test_build_on_a_stand_in_does_not_poison_later_loads(tmp_path, payload):
+    evil = tmp_path / "evil.pth"
+    _malicious_zip(evil, payload)
+    with pytest.raises(WeightsError):
+        read_pth(evil)
+    weights = {"w": torch.arange(6.0).reshape(2, 3)}
+    for legacy in (False, True):
+        loaded = read_pth(_save(weights, tmp_path / f"ok-{legacy}.pth", legacy))
+        np.testing.assert_array_equal(loaded["w"], weights["w"].numpy())
+
+
 # --- fetch --------------------------------------------------------------------------------
 
 

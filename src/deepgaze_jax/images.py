@@ -15,7 +15,7 @@ import os
 from typing import Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 SIZE_MULTIPLE = 32
 MAX_PIXELS = 100_000_000  # refuse decompression bombs beyond ~100 megapixels
@@ -27,12 +27,35 @@ class ImageError(ValueError):
     """An input that is not a usable image (corrupt, empty, wrong shape or dtype)."""
 
 
+def _check_pixels(height: int, width: int) -> None:
+    if height * width > MAX_PIXELS:
+        raise ImageError(f"image of {width}x{height} pixels exceeds the limit of {MAX_PIXELS} pixels")
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1: as stored; 5 to 8 swap width and height), from the header."""
+    return img.getexif().get(ExifTags.Base.Orientation, 1)
+
+
+def oriented_size(img: Image.Image) -> tuple[int, int]:
+    """(height, width) of ``img`` as displayed, i.e. after its EXIF orientation; from the header alone."""
+    return (img.width, img.height) if _orientation(img) in (5, 6, 7, 8) else (img.height, img.width)
+
+
+def _from_sixteen_bit(img: Image.Image) -> np.ndarray:
+    """Modes I;16* and I (16-bit PNG/TIFF/PGM) span 0..65535, whatever the values in the file."""
+    arr = np.asarray(img, dtype=np.float64)
+    if arr.size and (arr.min() < 0 or arr.max() > 65535):
+        raise ImageError(f"integer image of mode {img.mode} has values outside 0..65535 (not a 16-bit image)")
+    return to_rgb_uint8(arr / 65535.0)
+
+
 def _from_pil(img: Image.Image) -> np.ndarray:
-    if img.width * img.height > MAX_PIXELS:
-        raise ImageError(f"image of {img.width}x{img.height} pixels exceeds the limit of {MAX_PIXELS} pixels")
+    _check_pixels(img.height, img.width)
+    if _orientation(img) != 1:
+        img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        return to_rgb_uint8(arr / (65535.0 if arr.max(initial=0) > 255 else 255.0))
+        return _from_sixteen_bit(img)
     if img.mode == "F":
         return to_rgb_uint8(np.asarray(img, dtype=np.float64))
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
@@ -47,12 +70,16 @@ def to_rgb_uint8(image: ImageLike) -> np.ndarray:
     Accepts a file path, encoded bytes, a PIL image, or an array that is
     (H, W) grayscale, (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA (alpha is
     composited on white), of dtype uint8, uint16 (scaled by 1/257), bool, or
-    float in [0, 1]. Raises `ImageError` with the reason for anything else.
+    float in [0, 1]. Files and PIL images are turned as their EXIF orientation says
+    (as a phone photo is shown), and 16-bit files are scaled by their bit depth
+    (65535 is white), not by their values. Raises `ImageError` with the reason for
+    anything else, and for over `MAX_PIXELS` pixels (checked from a file's header).
     """
     if isinstance(image, (str, os.PathLike, bytes)):
         source = io.BytesIO(image) if isinstance(image, bytes) else image
         try:
             with Image.open(source) as img:
+                _check_pixels(img.height, img.width)  # from the header, before decoding
                 img.load()
                 return _from_pil(img)
         except FileNotFoundError:
@@ -69,8 +96,7 @@ def to_rgb_uint8(image: ImageLike) -> np.ndarray:
         raise ImageError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ImageError(f"empty image of shape {arr.shape}")
-    if arr.shape[0] * arr.shape[1] > MAX_PIXELS:
-        raise ImageError(f"image of {arr.shape[1]}x{arr.shape[0]} pixels exceeds the limit of {MAX_PIXELS} pixels")
+    _check_pixels(arr.shape[0], arr.shape[1])
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8) * 255
     elif arr.dtype == np.uint16:

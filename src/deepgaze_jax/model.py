@@ -22,7 +22,6 @@ import functools
 import json
 import math
 import os
-import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,6 +33,7 @@ import numpy as np
 
 from deepgaze_jax.backbones import Backbone, get_backbone
 from deepgaze_jax.finalizer import Finalizer, log_softmax_2d
+from deepgaze_jax.model_io import read_model_file
 from deepgaze_jax.readout import PAPER_FEATURES, Readout
 from deepgaze_jax.xla_options import jit
 
@@ -235,33 +235,27 @@ def save_model(params: DeepGazeParams, path: str | os.PathLike) -> None:
 
 
 def load_model(path: str | os.PathLike = "default", backbone_weights=None) -> DeepGazeParams:
-    """Loads a model saved by `save_model` (no pickle is ever read).
+    """Loads a model saved by `save_model` (no pickle is ever read; `model_io` validates it all).
 
     ``path`` may also name a bundled model trained on MIT1003 (see README, model card):
     ``"default"`` (= ``"lite0"``) or ``"lite2"`` (`BUNDLED_MODELS`). The backbone weights
-    are loaded from the backbone's own source unless given.
+    are loaded from the backbone's own source unless given. Raises `model_io.ModelFileError`
+    (a ValueError naming the file) for a damaged, oversized or inconsistent file.
     """
     name = DEFAULT_MODEL if str(path) == "default" else str(path)
     path = bundled_model_path(name) if name in BUNDLED_MODELS else Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(bytes(data["meta"]).decode())
-            if meta.get("format") != MODEL_FORMAT:
-                raise ValueError(f"{path} is not a {MODEL_FORMAT} file (format={meta.get('format')!r})")
-            flat = {k[len("head/"):]: jnp.asarray(data[k]) for k in data.files if k.startswith("head/")}
-            centerbias = jnp.asarray(data["centerbias"]) if "centerbias" in data.files else None
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"cannot read model file {path}: {exc}") from exc
-    config = ModelConfig.from_json(json.dumps(meta["config"]))
+    contents = read_model_file(
+        path, MODEL_FORMAT, lambda raw: ModelConfig.from_json(json.dumps(raw)), init_head, backbone_weights is not None
+    )
     if backbone_weights is None:
-        backbone_weights = config.get_backbone().load_weights()
+        backbone_weights = contents.config.get_backbone().load_weights()
     return DeepGazeParams(
         backbone_weights=jax.tree_util.tree_map(jnp.asarray, dict(backbone_weights)),
-        head=flax.traverse_util.unflatten_dict(flat, sep="/"),
-        centerbias=centerbias,
-        config=config,
+        head=flax.traverse_util.unflatten_dict(jax.tree_util.tree_map(jnp.asarray, contents.head), sep="/"),
+        centerbias=None if contents.centerbias is None else jnp.asarray(contents.centerbias),
+        config=contents.config,
     )
 
 

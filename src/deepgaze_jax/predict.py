@@ -28,6 +28,7 @@ from deepgaze_jax.finalizer import expand_to_pixels
 from deepgaze_jax.images import ImageLike, load_working_image, to_rgb_uint8
 from deepgaze_jax.metrics import log_mean_density, log_normalize
 from deepgaze_jax.model import DeepGazeParams, centerbias_on_grid, density_grid_shape, log_density_grid
+from deepgaze_jax.model_io import clean_template
 from deepgaze_jax.xla_options import jit
 
 CenterBiasLike = Union[None, str, np.ndarray]
@@ -47,12 +48,7 @@ def _centerbias_template(params: DeepGazeParams, centerbias: CenterBiasLike):
         if centerbias != "uniform":
             raise ValueError(f"centerbias must be None, 'uniform' or a 2-D log density array, got {centerbias!r}")
         return None
-    template = np.asarray(centerbias, dtype=np.float32)
-    if template.ndim != 2 or min(template.shape) < 1:
-        raise ValueError(f"centerbias must be a 2-D (H, W) log density, got shape {template.shape}")
-    if not np.all(np.isfinite(template)):
-        raise ValueError("centerbias contains NaN or inf: pass a finite log density, e.g. log(p + 1e-20)")
-    return template
+    return clean_template(centerbias)
 
 
 _expand = jit(expand_to_pixels, static_argnums=1)
@@ -80,10 +76,11 @@ def predict_density(
         densities are averaged in probability (an ensemble, e.g. ``[load_model("lite0"),
         load_model("lite2")]``; `metrics.log_mean_density`).
       img: one image (path, bytes, PIL image or array (H, W), (H, W, 1|3|4)), a list of
-        them, or a (B, H, W, 3) array.
+        them, or a (B, H, W, 3) NumPy or JAX array.
       centerbias: None uses the model's own centre bias (uniform if it has none);
-        ``"uniform"`` forces a uniform prior; a 2-D array is taken as a log density over
-        the image (any resolution, resized to each image).
+        ``"uniform"`` forces a uniform prior; a finite 2-D array is taken as a log density
+        over the image (any resolution, resized to each image; `model_io.clean_template`
+        floors it 1000 nats below its peak, so extreme values stay finite).
       batch_size: images per forward pass.
       backbone_dtype: the backbone's compute dtype. ``jnp.bfloat16`` is faster on GPUs but
         moves the density (docs/benchmarks.md gives max |Δ log p| and KL per backbone);
@@ -93,7 +90,7 @@ def predict_density(
       (H, W) float32 log density in nats per pixel with logsumexp = 0, for one image; a
       list of them for a list or a 4-D array.
     """
-    single = not isinstance(img, (list, tuple)) and not (isinstance(img, np.ndarray) and img.ndim == 4)
+    single = not isinstance(img, (list, tuple)) and not (isinstance(img, (np.ndarray, jax.Array)) and img.ndim == 4)
     images = [img] if single else list(img)
     if not images:
         return []

@@ -13,7 +13,14 @@ The object pickle is read by `_SafeUnpickler`, whose ``find_class`` resolves onl
 allow-list of globals (``collections.OrderedDict``, the tensor/parameter rebuild
 functions and the typed ``torch.*Storage`` classes) to inert local stand-ins, so no
 callable from the file is ever looked up, let alone run. Anything else raises
-`WeightsError` naming the forbidden global.
+`WeightsError` naming the forbidden global. The stand-ins are made afresh for each
+pickle, so one that a file alters (a ``BUILD`` opcode) cannot affect a later load.
+
+A crafted file of a few hundred bytes must not exhaust memory or time either:
+`pickle_scan.check_pickle` vets every pickle before it is unpickled (declared lengths,
+tuple sizes); the tensor tree is walked once per dict, at most `_MAX_DEPTH` deep; every
+view must lie inside its storage and hold no more elements than it; and the storages
+read plus the arrays returned may take at most `_MAX_EXPANSION` times the file's size.
 
 `fetch` resolves a weights file: explicit path argument, then an environment
 variable, then the cache directory, then a checksum-verified download.
@@ -23,10 +30,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import hashlib
 import http.client
 import io
 import logging
+import math
 import os
 import pickle
 import struct
@@ -35,10 +44,12 @@ import urllib.request
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 
 import ml_dtypes
 import numpy as np
+
+from deepgaze_jax.pickle_scan import check_pickle
 
 __all__ = ["WeightsError", "read_pth", "fetch", "default_cache_dir", "CACHE_ENV_VAR"]
 
@@ -48,6 +59,8 @@ CACHE_ENV_VAR = "DEEPGAZE_JAX_CACHE"
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 _CHUNK = 1 << 20
+_MAX_DEPTH = 32  # nesting of dicts in the saved object
+_MAX_EXPANSION = 16  # bytes read and returned per byte of file (a plain state dict needs about 2)
 
 _STORAGE_DTYPES: dict[str, np.dtype] = {
     "DoubleStorage": np.dtype(np.float64),
@@ -130,30 +143,75 @@ def _rebuild_tensor_v2(
     return _TensorRef(storage, int(storage_offset), shape, strides)
 
 
+def _check_view(key: str, ref: _TensorRef) -> None:
+    """Raises ValueError unless tensor ``key`` lies inside its storage and holds no more elements than it.
+
+    A view with more elements than its storage (zero or overlapping strides) would turn a
+    few bytes of file into an arbitrarily large array.
+    """
+    shape, stride, offset, numel = ref.shape, ref.stride, ref.offset, ref.storage.numel
+    if len(shape) > 64 or min((offset, *shape, *stride)) < 0:
+        raise ValueError(f"tensor {key} has a negative offset, size or stride, or over 64 dimensions")
+    size = math.prod(shape)
+    last = offset + sum((n - 1) * s for n, s in zip(shape, stride))
+    if size and (last >= numel or size > numel):
+        raise ValueError(
+            f"tensor {key} (offset {offset}, shape {shape}, stride {stride}) does not fit its storage of "
+            f"{numel} elements (an expanded view? save tensor.contiguous())"
+        )
+
+
+def _check_sizes(tensors: Mapping[str, _TensorRef], file_size: int) -> None:
+    """Raises ValueError for a bad view, or for storages and arrays over `_MAX_EXPANSION` x the file size."""
+    for key, ref in tensors.items():
+        _check_view(key, ref)
+    storages = {ref.storage for ref in tensors.values()}
+    total = sum(s.numel * s.dtype.itemsize for s in storages)
+    total += sum(math.prod(ref.shape) * ref.storage.dtype.itemsize for ref in tensors.values())
+    if total > _MAX_EXPANSION * file_size:
+        raise ValueError(
+            f"its tensors would take {total} bytes, over {_MAX_EXPANSION} times the file's {file_size} bytes "
+            "(overlapping views, or compressed storages)"
+        )
+
+
 def _rebuild_parameter(data: _TensorRef, requires_grad: bool, backward_hooks: Any) -> _TensorRef:
     """Stand-in for ``torch._utils._rebuild_parameter``: a parameter is its tensor."""
     return data
 
 
-_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    **{("torch", name): _StorageType(dtype) for name, dtype in _STORAGE_DTYPES.items()},
-}
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+    """The allow-list, as new stand-ins on each call: a file that alters one (BUILD) alters only its own."""
+    return {
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("torch._utils", "_rebuild_tensor_v2"): functools.partial(_rebuild_tensor_v2),
+        ("torch._utils", "_rebuild_parameter"): functools.partial(_rebuild_parameter),
+        **{("torch", name): _StorageType(dtype) for name, dtype in _STORAGE_DTYPES.items()},
+    }
 
 
 class _SafeUnpickler(pickle.Unpickler):
-    """Unpickler resolving only `_ALLOWED_GLOBALS`; records every storage it meets."""
+    """Unpickler resolving only `_allowed_globals`; records every storage it meets.
+
+    `load` vets the pickle with `check_pickle` first.
+    """
 
     def __init__(self, file: BinaryIO, path: Path):
         super().__init__(file)
+        self._file = file
         self._path = path
+        self._globals = _allowed_globals()
         self.storages: dict[str, _StorageRef] = {}
+
+    def load(self) -> Any:
+        start = self._file.tell()
+        check_pickle(self._file)
+        self._file.seek(start)
+        return super().load()
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return _ALLOWED_GLOBALS[(module, name)]
+            return self._globals[(module, name)]
         except KeyError:
             raise WeightsError(
                 f"{self._path}: refusing to load the global {module}.{name} "
@@ -168,7 +226,9 @@ class _SafeUnpickler(pickle.Unpickler):
                 f"{self._path}: unsupported persistent object {kind!r} "
                 "(save a state_dict of tensors, not a pickled module)"
             )
-        storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])
+        storage_type, key, numel = pid[1], pid[2], pid[4]
+        if not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
+            raise pickle.UnpicklingError(f"storage key {key!r} is not a string or its size {numel!r} not a count")
         if not isinstance(storage_type, _StorageType):
             raise pickle.UnpicklingError(f"storage {key} has no typed storage class")
         if len(pid) == 6 and pid[5] is not None:
@@ -179,13 +239,36 @@ class _SafeUnpickler(pickle.Unpickler):
         return ref
 
 
-def _flatten(obj: Any, prefix: str = "") -> Iterator[tuple[str, _TensorRef]]:
-    """Every tensor in nested mappings, keyed by its dotted path; other values are dropped."""
-    if isinstance(obj, _TensorRef):
-        yield prefix, obj
-    elif isinstance(obj, Mapping):
-        for key, value in obj.items():
-            yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+def _flatten(obj: Any, path: Path) -> dict[str, _TensorRef]:
+    """Every tensor in nested mappings, keyed by its dotted path; other values are dropped.
+
+    Each mapping is walked once: one reached twice (a shared reference, or a dict that
+    contains itself), one nested over `_MAX_DEPTH` deep or a key that is not a string
+    or an integer raises `WeightsError`.
+    """
+    tensors: dict[str, _TensorRef] = {}
+    seen: set[int] = set()
+
+    def walk(node: Any, prefix: str, depth: int) -> None:
+        if isinstance(node, _TensorRef):
+            tensors[prefix] = node
+            return
+        if not isinstance(node, Mapping):
+            return
+        where = f"the dict at {prefix!r}" if prefix else "the top dict"
+        if id(node) in seen or depth > _MAX_DEPTH:
+            raise WeightsError(
+                f"{path}: {where} is reached twice (shared or self-containing) or nested over {_MAX_DEPTH} "
+                "deep; save a plain state dict (model.state_dict())"
+            )
+        seen.add(id(node))
+        for key, value in node.items():
+            if not isinstance(key, (str, int)):
+                raise WeightsError(f"{path}: {where} has a key of type {type(key).__name__}, not a string")
+            walk(value, f"{prefix}.{key}" if prefix else str(key), depth + 1)
+
+    walk(obj, "", 0)
+    return tensors
 
 
 def _state_dict(obj: Any, path: Path) -> dict[str, _TensorRef]:
@@ -195,7 +278,7 @@ def _state_dict(obj: Any, path: Path) -> dict[str, _TensorRef]:
         if isinstance(obj.get(wrapper), Mapping):
             obj = obj[wrapper]
             break
-    return dict(_flatten(obj))
+    return _flatten(obj, path)
 
 
 def _materialise(ref: _TensorRef, buffer: np.ndarray, owned: set[str]) -> np.ndarray:
@@ -205,12 +288,9 @@ def _materialise(ref: _TensorRef, buffer: np.ndarray, owned: set[str]) -> np.nda
     without a copy (``owned`` records that); every other one gets its own copy.
     """
     shape, stride, offset = ref.shape, ref.stride, ref.offset
-    size = int(np.prod(shape, dtype=np.int64))
+    size = math.prod(shape)
     if size == 0:
         return np.zeros(shape, buffer.dtype)
-    last = offset + sum((n - 1) * s for n, s in zip(shape, stride))
-    if offset < 0 or min(stride, default=0) < 0 or last >= buffer.size:
-        raise ValueError(f"tensor (offset {offset}, shape {shape}, stride {stride}) exceeds its storage")
     contiguous = all(n == 1 or s == int(np.prod(shape[i + 1 :])) for i, (n, s) in enumerate(zip(shape, stride)))
     if offset == 0 and size == buffer.size and contiguous and ref.storage.key not in owned:
         owned.add(ref.storage.key)
@@ -235,13 +315,17 @@ def _as_array(raw: bytearray, ref: _StorageRef, big_endian: bool) -> np.ndarray:
 
 
 def _read_zip(file: BinaryIO, path: Path, wanted: Callable[[str], bool]) -> dict[str, np.ndarray]:
+    file_size = os.fstat(file.fileno()).st_size
     with zipfile.ZipFile(file) as archive:
         pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pickles) != 1:
             raise WeightsError(f"{path}: a zip archive but not a torch.save file (no unique <prefix>/data.pkl)")
         prefix = pickles[0][: -len("data.pkl")]
+        if archive.getinfo(pickles[0]).file_size > _MAX_EXPANSION * file_size:
+            raise ValueError(f"record {pickles[0]} claims to be over {_MAX_EXPANSION} times the file's size")
         unpickler = _SafeUnpickler(io.BytesIO(archive.read(pickles[0])), path)
         tensors = {k: v for k, v in _state_dict(unpickler.load(), path).items() if wanted(k)}
+        _check_sizes(tensors, file_size)
         names = set(archive.namelist())
         byteorder = archive.read(prefix + "byteorder") if prefix + "byteorder" in names else b"little"
         if byteorder not in (b"little", b"big"):
@@ -276,11 +360,12 @@ def _read_legacy(file: BinaryIO, path: Path, wanted: Callable[[str], bool]) -> d
     big_endian = isinstance(sys_info, dict) and sys_info.get("little_endian") is False
     unpickler = _SafeUnpickler(file, path)
     tensors = {k: v for k, v in _state_dict(unpickler.load(), path).items() if wanted(k)}
+    file_size = os.fstat(file.fileno()).st_size
+    _check_sizes(tensors, file_size)
     keys = _load_pickle(file, path)
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise ValueError("the storage key list is malformed")
     needed = {t.storage.key for t in tensors.values()}
-    file_size = os.fstat(file.fileno()).st_size
     buffers: dict[str, np.ndarray] = {}
     for key in keys:
         ref = unpickler.storages[key]

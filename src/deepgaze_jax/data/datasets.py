@@ -93,10 +93,10 @@ class Dataset:
 
 
 def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(height, width) of an image file, read from its header (no full decode)."""
+    """(height, width) of an image file as displayed (EXIF orientation applied), read from its header."""
     try:
         with Image.open(path) as img:
-            return img.height, img.width
+            return images.oriented_size(img)
     except FileNotFoundError:
         raise FileNotFoundError(f"image file {path} does not exist") from None
     except (UnidentifiedImageError, OSError) as exc:
