@@ -32,6 +32,7 @@ FAKE = Backbone(
     channels={"fine": 5, "coarse": 4},
     load_weights=_load_weights,
     features=_features,
+    module=__name__,
 )
 
 

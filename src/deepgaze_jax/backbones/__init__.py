@@ -27,6 +27,8 @@ class Backbone:
       channels: {tap: number of channels}.
       load_weights: ``(path: str | None) -> Weights``; downloads/caches or reads ``path``.
       features: ``(weights, images (B, H, W, 3) float32 0..255, taps) -> {tap: (B, h, w, C)}``.
+      module: the name of the module whose source computes ``features`` (its code is hashed
+        into the feature-cache keys, `feature_cache.code_fingerprint`).
     """
 
     name: str
@@ -35,6 +37,7 @@ class Backbone:
     channels: Mapping[str, int]
     load_weights: Callable[..., Weights]
     features: Callable[..., dict]
+    module: str
 
 
 def get_backbone(name: str) -> Backbone:

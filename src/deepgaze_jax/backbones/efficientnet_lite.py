@@ -290,6 +290,7 @@ def _backbone(variant: str) -> Backbone:
         channels=spec.channels,
         load_weights=functools.partial(load_weights, variant),
         features=functools.partial(features, variant=variant),
+        module=__name__,
     )
 
 

@@ -114,4 +114,5 @@ VGG19 = Backbone(
     channels=CHANNELS,
     load_weights=load_weights,
     features=features,
+    module=__name__,
 )
