@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import jax
 import numpy as np
-import pytest
 from werkzeug.serving import make_server
 
 import fake_backbone
@@ -29,16 +28,14 @@ def two_blob_centerbias(height: int = 48, width: int = 64) -> np.ndarray:
 @contextlib.contextmanager
 def serve_fake_model(**limits) -> Iterator[str]:
     """Runs ``create_app(fake model, **limits)`` in a threaded server on a free port; yields its base URL."""
-    with pytest.MonkeyPatch.context() as mp:
-        fake_backbone.install(mp)
-        model = init_params(ModelConfig(backbone="fake"), jax.random.PRNGKey(0), centerbias=two_blob_centerbias())
-        app = create_app(model, **limits)
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.port}"
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=10)
+    model = init_params(ModelConfig(backbone="fake"), jax.random.PRNGKey(0), centerbias=two_blob_centerbias())
+    app = create_app(model, **limits)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -64,7 +64,6 @@ def common_args(tmp_path):
 
 
 def test_pretrain_then_crossvalidate(tmp_path, monkeypatch, mit_root, salicon_root):
-    fake_backbone.install(monkeypatch)
     model_path = pretrain_salicon.main(
         common_args(tmp_path) + ["--salicon-dir", str(salicon_root), "--tfds-dir", str(tmp_path / "tfds"),
                                  "--mit1003-dir", str(mit_root), "--workdir", str(tmp_path / "pre")]
@@ -98,7 +97,6 @@ def test_pretrain_without_salicon_fails_with_instructions(tmp_path, capsys):
 
 
 def test_ensemble_of_two_crossvalidations(tmp_path, monkeypatch, mit_root):
-    fake_backbone.install(monkeypatch)
     runs = []
     for readout in ("linear", "paper"):
         runs.append(tmp_path / readout)

@@ -10,15 +10,14 @@ import pytest
 
 import fake_backbone
 from deepgaze_jax import feature_cache as fc
-from deepgaze_jax.backbones import BACKBONES
+from deepgaze_jax.backbones import registered
 from deepgaze_jax.model import ModelConfig, feature_grid
 
 CONFIG = ModelConfig(backbone="fake")
 
 
 @pytest.fixture
-def setup(monkeypatch):
-    fake_backbone.install(monkeypatch)
+def setup():
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(64, 96, 3)] * 3 + [(96, 64, 3)] * 2]
     return images, fake_backbone.FAKE.load_weights()
@@ -88,7 +87,7 @@ def _defining_module(backbone):
     return sys.modules[fn.__module__]
 
 
-@pytest.mark.parametrize("name", BACKBONES + ("fake",))
+@pytest.mark.parametrize("name", registered())
 def test_keys_depend_on_the_backbone_code(name, setup, monkeypatch, tmp_path):
     """Editing the file that computes a backbone's features changes every key (and undoing it restores them)."""
     images, weights = setup

@@ -18,8 +18,7 @@ from deepgaze_jax.model import (
 
 
 @pytest.fixture
-def config(monkeypatch):
-    fake_backbone.install(monkeypatch)
+def config():
     return ModelConfig(backbone="fake")
 
 

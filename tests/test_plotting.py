@@ -127,12 +127,10 @@ def test_ig_scatter_png(tmp_path):
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    """A saved fake-backbone model, loadable while the fixture is active."""
-    with pytest.MonkeyPatch.context() as mp:
-        fake_backbone.install(mp)
-        path = tmp_path_factory.mktemp("model") / "fake_model.npz"
-        save_model(init_params(ModelConfig(backbone="fake"), jax.random.PRNGKey(0)), path)
-        yield path
+    """A saved fake-backbone model."""
+    path = tmp_path_factory.mktemp("model") / "fake_model.npz"
+    save_model(init_params(ModelConfig(backbone="fake"), jax.random.PRNGKey(0)), path)
+    return path
 
 
 def test_plot_command_with_fixation_array(tmp_path, model_file):

@@ -10,10 +10,7 @@ from deepgaze_jax.images import ImageError
 
 @pytest.fixture(scope="module")
 def params():
-    mp = pytest.MonkeyPatch()
-    fake_backbone.install(mp)
-    yield init_params(ModelConfig(backbone="fake"), jax.random.PRNGKey(0))
-    mp.undo()
+    return init_params(ModelConfig(backbone="fake"), jax.random.PRNGKey(0))
 
 
 def assert_density(log_density, shape):

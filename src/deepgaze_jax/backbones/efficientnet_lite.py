@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deepgaze_jax.backbones import Backbone, Weights
+from deepgaze_jax.backbones import Backbone, Weights, register
 from deepgaze_jax.backbones._ops import cast, conv2d, depthwise_conv2d, hwio, normalise, resolve_taps
 from deepgaze_jax.weights import WeightsError, read_pth
 
@@ -294,5 +294,5 @@ def _backbone(variant: str) -> Backbone:
     )
 
 
-LITE0 = _backbone("efficientnet_lite0")
-LITE2 = _backbone("efficientnet_lite2")
+LITE0 = register(_backbone("efficientnet_lite0"))
+LITE2 = register(_backbone("efficientnet_lite2"))

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deepgaze_jax.backbones import Backbone, Weights
+from deepgaze_jax.backbones import Backbone, Weights, register
 from deepgaze_jax.backbones._ops import cast, conv2d, hwio, normalise, resolve_taps
 from deepgaze_jax.weights import WeightsError, fetch, read_pth
 
@@ -107,7 +107,7 @@ def features(
     return {tap: outputs[tap] for tap in taps}  # jit returns dicts in sorted key order
 
 
-VGG19 = Backbone(
+VGG19 = register(Backbone(
     name="vgg19",
     taps=DEFAULT_TAPS,
     strides=STRIDES,
@@ -115,4 +115,4 @@ VGG19 = Backbone(
     load_weights=load_weights,
     features=features,
     module=__name__,
-)
+))
