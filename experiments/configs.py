@@ -74,17 +74,17 @@ def write_crossval_report(
     ``dataset`` is the MIT1003 `datasets` object, ``fixations`` in its working space;
     ``extra`` (the command, timings) is stored in the report as given.
     """
-    from deepgaze_jax import crossvalidation
+    from deepgaze_jax import report as reports
     from deepgaze_jax.data import datasets
 
-    report = crossvalidation.crossval_report(workdir, fixations, dataset.image_sizes, cell, num_folds, seed)
+    report = reports.crossval_report(workdir, fixations, dataset.image_sizes, cell, num_folds, seed)
     report.update(extra)
     sizes = datasets.working_sizes(dataset.image_sizes, mode="paper")
-    report["figures"] = crossvalidation.write_figures(
+    report["figures"] = reports.write_figures(
         workdir, report, lambda i: dataset.load_image(i, size=tuple(sizes[i])), fixations, cell
     )
     (workdir / "report.json").write_text(json.dumps(report, indent=1))
-    (workdir / "report.md").write_text(crossvalidation.report_markdown(report, title))
+    (workdir / "report.md").write_text(reports.report_markdown(report, title))
     overall = report["overall"]
     logging.getLogger("experiments").info(
         f"held-out: LL {overall['ll_bits']:.3f} bits/fix, IG {overall['ig_bits']:.3f} bits/fix, "

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 from werkzeug.serving import make_server
 
-import fake_backbone
+import fake_backbone  # noqa: F401  (registers ModelConfig(backbone="fake"))
 from deepgaze_jax import ModelConfig, init_params
 from deepgaze_jax.serve import create_app
 

@@ -9,6 +9,7 @@ from deepgaze_jax.model import ModelConfig
 
 CONFIG = ModelConfig(backbone="fake", readout_features=(4, 1), init_sigma=4.0, max_sigma=8.0)
 STRIDE = 16
+NUS_SIZES = [(48, 64), (64, 48), (48, 64), (60, 80)]  # (height, width) of the `nus_dataset` fixture's images
 
 
 def make_data(num_images: int = 12, channels: int = 6, per_image: int = 15, seed: int = 0, portrait_every: int = 4):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import fake_backbone
+import fake_backbone  # noqa: F401  (registers ModelConfig(backbone="fake"))
 from deepgaze_jax.data.nus_mat import save_nus_mat
 from deepgaze_jax.data.salicon import save_salicon_mat
 from deepgaze_jax.model import load_model

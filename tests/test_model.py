@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import fake_backbone
+import fake_backbone  # noqa: F401  (registers ModelConfig(backbone="fake"))
 from deepgaze_jax.model import (
     ModelConfig,
     centerbias_on_grid,

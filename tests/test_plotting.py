@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 import deepgaze_jax
-import fake_backbone
+import fake_backbone  # noqa: F401  (registers ModelConfig(backbone="fake"))
 from deepgaze_jax import ModelConfig, cli, init_params, save_model
 from deepgaze_jax.data.nus_mat import save_nus_mat
 from deepgaze_jax.plotting import (

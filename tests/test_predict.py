@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import fake_backbone
+import fake_backbone  # noqa: F401  (registers ModelConfig(backbone="fake"))
 from deepgaze_jax import ModelConfig, init_params, predict_density, sample_fixations
 from deepgaze_jax.images import ImageError
 

@@ -33,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from deepgaze_jax.backbones import Backbone, get_backbone
-from deepgaze_jax.finalizer import Finalizer, log_softmax_2d
+from deepgaze_jax.densities import resize_log_density
+from deepgaze_jax.finalizer import Finalizer
 from deepgaze_jax.readout import PAPER_FEATURES, Readout
 from deepgaze_jax.xla_options import jit
 
@@ -147,15 +148,14 @@ def density_grid_shape(config: ModelConfig, working_shape: Sequence[int]) -> tup
     return working_shape[0] // config.cell, working_shape[1] // config.cell
 
 
-def centerbias_on_grid(template: jnp.ndarray | None, shape: Sequence[int]) -> jnp.ndarray:
+def centerbias_on_grid(template: np.ndarray | None, shape: Sequence[int]) -> np.ndarray:
     """(th, tw) log density over the unit square -> (H, W) normalised log density on a grid.
 
-    The template is resampled bilinearly in log space and renormalised; None gives uniform.
+    The template is resampled by `densities.resize_log_density`; None gives uniform.
     """
     if template is None:
-        return jnp.full(tuple(shape), -math.log(shape[0] * shape[1]), jnp.float32)
-    resized = jax.image.resize(jnp.asarray(template, jnp.float32), tuple(shape), "linear")
-    return log_softmax_2d(resized[None])[0]
+        return np.full(tuple(shape), -math.log(shape[0] * shape[1]), np.float32)
+    return resize_log_density(np.asarray(template), shape)
 
 
 def head_log_density(config: ModelConfig, head, grid: jnp.ndarray, log_centerbias: jnp.ndarray) -> jnp.ndarray:
