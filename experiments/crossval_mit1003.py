@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from deepgaze_jax import crossvalidation
-from deepgaze_jax.data import datasets
+from deepgaze_jax.data import datasets, mit1003
 from deepgaze_jax.feature_cache import cached_feature_grids
 from deepgaze_jax.model import load_model
 from experiments import configs
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.time()
 
     config = configs.model_config(args.backbone, args.readout)
-    dataset = datasets.mit1003(args.data_dir)
+    dataset = mit1003.mit1003(args.data_dir)
     images, fixations = datasets.to_working_space(dataset, mode="paper")
     weights = config.get_backbone().load_weights()
     t = time.time()

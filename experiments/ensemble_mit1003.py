@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from deepgaze_jax import crossvalidation
-from deepgaze_jax.data import datasets
+from deepgaze_jax.data import datasets, mit1003
 from experiments import configs
 
 log = logging.getLogger("ensemble_mit1003").info
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
     setup = crossvalidation.ensemble_crossvalidation(args.runs, args.workdir)
     backbones = [c["backbone"] for c in setup["model_configs"]]
     log(f"ensemble of {len(args.runs)} runs ({', '.join(backbones)}) written to {args.workdir}")
-    dataset = datasets.mit1003(args.data_dir)
+    dataset = mit1003.mit1003(args.data_dir)
     fixations = dataset.fixations.rescaled(datasets.working_sizes(dataset.image_sizes, mode="paper"))
     cell = setup["model_configs"][0]["cell"]
     command = {"runs": [str(r) for r in args.runs], "workdir": str(args.workdir),

@@ -33,7 +33,7 @@ from deepgaze_jax import images as image_ops
 from deepgaze_jax import training
 from deepgaze_jax.centerbias import fit_center_bias
 from deepgaze_jax.crossvalidation import CENTERBIAS_TEMPLATE_SIZE, centerbias_grids
-from deepgaze_jax.data import datasets
+from deepgaze_jax.data import datasets, mit1003
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.data.tfds_builders import prepare
 from deepgaze_jax.feature_cache import cached_feature_grids
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> Path:
     except FileNotFoundError as exc:
         parser.exit(1, f"pretrain_salicon: {exc}\n")
     salicon_images, salicon_fixations = load_tfds_split(tfds.data_source(f"salicon/{args.edition}", data_dir=os.fspath(args.tfds_dir)))
-    mit = datasets.mit1003(args.mit1003_dir)
+    mit = mit1003.mit1003(args.mit1003_dir)
     mit_images, mit_fixations = datasets.to_working_space(mit, mode="paper")
     weights = config.get_backbone().load_weights()
     salicon_grids = cached_feature_grids(salicon_images, config, weights, args.cache_dir)
