@@ -10,10 +10,11 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from deepgaze_jax import settings
 from deepgaze_jax.data.datasets import Dataset
 from deepgaze_jax.data.nus_mat import load_nus_mat
 
-MIT1003_ENV = "DEEPGAZE_JAX_MIT1003"
+MIT1003_ENV = settings.MIT1003
 MIT1003_SUBJECTS = ("CNG", "ajs", "emb", "ems", "ff", "hp", "jcw", "jw", "kae", "krl", "po", "tmj", "tu", "ya", "zb")
 _MIT1003_SHARED = Path("shared", "datasets", "mit1003")
 
@@ -24,8 +25,8 @@ def find_mit1003_root(root: str | os.PathLike | None = None) -> Path:
     ``root`` if given, else ``$DEEPGAZE_JAX_MIT1003``, else the first ``shared/datasets/mit1003``
     found in the current directory, the package's directory, or any of their parents.
     """
-    if root is None and os.environ.get(MIT1003_ENV):
-        root, source = os.environ[MIT1003_ENV], f"${MIT1003_ENV}"
+    if root is None and settings.get(MIT1003_ENV):
+        root, source = settings.get(MIT1003_ENV), f"${MIT1003_ENV}"
     else:
         source = "root"
     if root is not None:
