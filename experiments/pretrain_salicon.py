@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--tfds-dir", type=Path, default=Path("cache/tfds"), help="where the array_record build goes")
     parser.add_argument("--mit1003-dir", type=Path, default=None, help="MIT1003 root, the stopping set (default: discovered)")
     parser.add_argument("--workdir", type=Path, default=Path("runs/pretrain_salicon"))
-    args = parser.parse_args(argv)
+    args = configs.parse_args(parser, argv)
     configs.start(args)
     started = time.time()
     config = configs.model_config(args.backbone, args.readout)
