@@ -24,8 +24,6 @@ import os
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -37,7 +35,7 @@ from deepgaze_jax.data import datasets, mit1003
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.data.tfds_builders import prepare
 from deepgaze_jax.feature_cache import cached_feature_grids
-from deepgaze_jax.model import DeepGazeParams, save_model
+from deepgaze_jax.model import save_head
 from experiments import configs
 
 log = logging.getLogger("pretrain_salicon").info
@@ -109,9 +107,8 @@ def main(argv: list[str] | None = None) -> Path:
                          manager, log=log, desc="SALICON")
     manager.close()
 
-    head = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], state.head_variables())
     path = args.workdir / "model.npz"
-    save_model(DeepGazeParams(backbone_weights={}, head=head, centerbias=jnp.asarray(salicon_template), config=config), path)
+    save_head(config, state.head_variables(), salicon_template, path)
     history = json.loads(training.history_json(state)) | {"total_s": time.time() - started}
     (args.workdir / "history.json").write_text(json.dumps(history, indent=1))
     log(f"pretrained readout (best epoch {int(state.best_epoch)}, MIT1003 NLL "

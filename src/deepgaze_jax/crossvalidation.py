@@ -42,7 +42,7 @@ from deepgaze_jax.centerbias import fit_center_bias
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.densities import log_mean_density
 from deepgaze_jax.model import (
-    DeepGazeParams, ModelConfig, SaliencyHead, centerbias_on_grid, load_model, mixture, save_model,
+    DeepGazeParams, ModelConfig, SaliencyHead, centerbias_on_grid, load_model, mixture, save_head, save_model,
 )
 
 logger = logging.getLogger(__name__)
@@ -139,8 +139,7 @@ def train_fold(
 
     variables = state.head_variables(best=True)
     heldout = predict_grids(config, variables, [data.grids[i] for i in val_idx], [log_cbs[i] for i in val_idx])
-    head = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], variables)
-    save_model(DeepGazeParams(backbone_weights={}, head=head, centerbias=jnp.asarray(template), config=config), fold_dir / "model.npz")
+    save_head(config, variables, template, fold_dir / "model.npz")
     history = json.loads(training.history_json(state))
     epochs_run = int(state.epoch) - epochs_before
     history.update(

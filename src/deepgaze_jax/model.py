@@ -234,6 +234,17 @@ def save_model(params: DeepGazeParams, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
+def save_head(config: ModelConfig, variables, centerbias, path: str | os.PathLike) -> None:
+    """Saves one head's variables (no mixture axis, e.g. a fold's best) as a one-component model.
+
+    ``centerbias`` is the (th, tw) log-density template stored with it; the backbone weights are
+    not stored (`load_model` loads them from the backbone's own source).
+    """
+    head = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], variables)
+    centerbias = None if centerbias is None else jnp.asarray(centerbias, jnp.float32)
+    save_model(DeepGazeParams(backbone_weights={}, head=head, centerbias=centerbias, config=config), path)
+
+
 def load_model(path: str | os.PathLike = "default", backbone_weights=None) -> DeepGazeParams:
     """Loads a model saved by `save_model` (no pickle is ever read).
 
@@ -273,7 +284,3 @@ def bundled_model_path(name: str) -> Path:
     """The file of bundled model ``name`` (a key of `BUNDLED_MODELS`) inside the package."""
     return Path(__file__).parent / "assets" / BUNDLED_MODELS[name]
 
-
-def default_model_path() -> Path:
-    """The default bundled model's file inside the package."""
-    return bundled_model_path(DEFAULT_MODEL)
