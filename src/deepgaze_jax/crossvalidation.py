@@ -12,7 +12,7 @@ the current one from its last checkpoint)::
 
     setup.json            configs, seed, fold assignment (a re-run must match it)
     fold_<k>/checkpoints  orbax steps (`training.checkpoint_manager`)
-    fold_<k>/model.npz    the fold's model (`model.save_model`, mixture of 1)
+    fold_<k>/model.npz    the fold's best head as a one-component model (`model.save_head`)
     fold_<k>/heldout.npz  log densities on the density grid of its held-out images
     fold_<k>/history.json losses per epoch, best epoch, wall times
     mixture.npz           the ten heads as one mixture model (`model.mixture`)

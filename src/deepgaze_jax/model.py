@@ -44,7 +44,7 @@ class ModelConfig:
     """Everything that fixes a model's architecture (hashable: a static jit argument).
 
     Attributes:
-      backbone: registry name (`backbones.BACKBONES`).
+      backbone: registry name (`backbones.registered()`; `backbones.register` adds one).
       taps: backbone taps to read out; None takes the backbone's default taps.
       readout_features: widths of the 1x1 layers, paper (16, 32, 2, 1); (1,) is linear.
       long_side: longer side of the working space in pixels (paper: 1024 / 2 = 512).
