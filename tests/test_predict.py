@@ -101,7 +101,7 @@ def test_sample_fixations_follow_the_density():
 
 
 def test_ensembles_average_in_probability(params):
-    from deepgaze_jax.metrics import log_mean_density
+    from deepgaze_jax.densities import log_mean_density
 
     other = init_params(ModelConfig(backbone="fake", readout_features=(1,)), jax.random.PRNGKey(3))
     images = [np.random.default_rng(4).integers(0, 256, s, dtype=np.uint8) for s in [(96, 128, 3), (70, 50, 3)]]
