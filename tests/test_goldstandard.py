@@ -7,8 +7,8 @@ import pytest
 
 from deepgaze_jax import centerbias, goldstandard
 from deepgaze_jax.data.datasets import paper_sizes
-from deepgaze_jax.data.mit1003 import find_mit1003_root, mit1003
 from deepgaze_jax.data.fixations import Fixations
+from deepgaze_jax.data.mit1003 import find_mit1003_root, mit1003
 from deepgaze_jax.kde import kde_grid
 from deepgaze_jax.metrics import bits_over_uniform
 
