@@ -255,7 +255,7 @@ def agreement_run(backbone: str = "efficientnet_lite0") -> dict:
 
 def _test_images() -> list[np.ndarray]:
     """Up to 4 real 1024x768 MIT1003 photos if the dataset is there, else random images."""
-    from deepgaze_jax.data.datasets import find_mit1003_root
+    from deepgaze_jax.data.mit1003 import find_mit1003_root
     from deepgaze_jax.images import to_rgb_uint8
 
     try:

@@ -1,6 +1,6 @@
 """Training speed on MIT1003: seconds per epoch with the feature cache vs without it.
 
-Real data (`deepgaze_jax.data.datasets.mit1003()` + `to_working_space`, the paper's
+Real data (`deepgaze_jax.data.mit1003.mit1003()` + `to_working_space`, the paper's
 384 x 512 / 512 x 384 working sizes), the default model (EfficientNet-Lite0 taps, paper
 readout), uniform centre bias (speed does not depend on it).
 
@@ -100,7 +100,8 @@ def main(argv=None) -> list[str]:
     import jax
 
     from deepgaze_jax import training as T
-    from deepgaze_jax.data.datasets import mit1003, to_working_space
+    from deepgaze_jax.data.datasets import to_working_space
+    from deepgaze_jax.data.mit1003 import mit1003
     from deepgaze_jax.feature_cache import cached_feature_grids
     from deepgaze_jax.model import ModelConfig, density_grid_shape
 

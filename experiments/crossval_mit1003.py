@@ -1,6 +1,6 @@
 """10-fold crossvalidation of the readout on MIT1003 (paper, section 2.4), resumable.
 
-    python -m experiments.crossval_mit1003 --backbone efficientnet_lite0 --no-pretrain
+    python -m experiments.crossval_mit1003 --config lite0        # = --backbone efficientnet_lite0 --no-pretrain
     python -m experiments.crossval_mit1003 --init runs/pretrain_salicon/model.npz
 
 Writes ``<workdir>/report.json`` and ``report.md`` (held-out LL, IG over the
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from deepgaze_jax import crossvalidation
-from deepgaze_jax.data import datasets
+from deepgaze_jax.data import datasets, mit1003
 from deepgaze_jax.feature_cache import cached_feature_grids
 from deepgaze_jax.model import load_model
 from experiments import configs
@@ -26,21 +26,32 @@ from experiments import configs
 log = logging.getLogger("crossval_mit1003").info
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with ``--config`` applied (`configs.parse_args`) and the start and workdir resolved."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     configs.add_model_and_training_args(parser)
-    start = parser.add_mutually_exclusive_group(required=True)
-    start.add_argument("--no-pretrain", action="store_true", help="start every fold from a random readout")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--no-pretrain", action="store_true", help="random readout per fold (implied by --config)")
     start.add_argument("--init", type=Path, help="model .npz to start from (e.g. pretrained on SALICON)")
     parser.add_argument("--data-dir", type=Path, default=None, help="MIT1003 root (default: discovered)")
-    parser.add_argument("--workdir", type=Path, default=Path("runs/crossval"))
+    parser.add_argument("--workdir", type=Path, default=None, help="default: the config's, else runs/crossval")
     parser.add_argument("--folds", type=int, default=10)
-    args = parser.parse_args(argv)
+    args = configs.parse_args(parser, argv)
+    if args.config is None and not (args.no_pretrain or args.init):
+        parser.error("one of --no-pretrain, --init or --config is required")
+    args.no_pretrain = args.init is None
+    if args.workdir is None:
+        args.workdir = configs.get(args.config).workdir if args.config else Path("runs/crossval")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(argv)
     configs.start(args)
     started = time.time()
 
     config = configs.model_config(args.backbone, args.readout)
-    dataset = datasets.mit1003(args.data_dir)
+    dataset = mit1003.mit1003(args.data_dir)
     images, fixations = datasets.to_working_space(dataset, mode="paper")
     weights = config.get_backbone().load_weights()
     t = time.time()
@@ -52,11 +63,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.init is not None:
         init = load_model(args.init, backbone_weights={})
         if init.config.backbone != config.backbone or init.config.readout_features != config.readout_features:
-            parser.error(f"--init {args.init} is a {init.config.backbone} / {init.config.readout_features} model")
+            raise SystemExit(f"crossval_mit1003: --init {args.init} is a {init.config.backbone} / "
+                             f"{init.config.readout_features} model, not {config.backbone} / {config.readout_features}")
 
     crossvalidation.run_crossvalidation(
         crossvalidation.FoldData(grids, fixations), config, configs.train_config(args), args.workdir,
-        num_folds=args.folds, seed=args.seed, init=init, log=log,
+        num_folds=args.folds, seed=args.fold_seed, init=init, log=log,
     )
     title = f"MIT1003 crossvalidation: {config.backbone}, {args.readout} readout, " + (
         "no pretraining" if args.no_pretrain else f"init {args.init}")
@@ -64,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
                             "init": None if args.init is None else str(args.init),
                             "data_dir": None if args.data_dir is None else str(args.data_dir)}
     report = configs.write_crossval_report(
-        args.workdir, dataset, fixations, config.cell, args.folds, args.seed, title,
+        args.workdir, dataset, fixations, config.cell, args.folds, args.fold_seed, title,
         command=command, cache_s=cache_s, total_s=time.time() - started,
     )
     return report

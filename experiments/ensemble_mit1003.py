@@ -3,6 +3,7 @@
     python -m experiments.crossval_mit1003 --backbone efficientnet_lite0 --no-pretrain --workdir runs/crossval
     python -m experiments.crossval_mit1003 --backbone efficientnet_lite2 --no-pretrain --workdir runs/crossval_lite2
     python -m experiments.ensemble_mit1003 runs/crossval runs/crossval_lite2 --workdir runs/ensemble
+    python -m experiments.ensemble_mit1003 --config ensemble     # the same, from experiments/configs/ensemble.py
 
 Each image's held-out density is the average, in probability, of the runs' held-out
 densities for it (as DeepGaze IIE averages backbones), so the ensemble is crossvalidated
@@ -18,25 +19,38 @@ import time
 from pathlib import Path
 
 from deepgaze_jax import crossvalidation
-from deepgaze_jax.data import datasets
+from deepgaze_jax.data import datasets, mit1003
 from experiments import configs
 
 log = logging.getLogger("ensemble_mit1003").info
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; ``--config`` supplies the member runs and the workdir not given."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path, help="working directories of finished crossval_mit1003 runs")
+    parser.add_argument("runs", nargs="*", type=Path, help="working directories of finished crossval_mit1003 runs")
+    parser.add_argument("--config", choices=configs.NAMES, default=None, help="an ensemble config: its members' runs")
     parser.add_argument("--data-dir", type=Path, default=None, help="MIT1003 root (default: discovered)")
-    parser.add_argument("--workdir", type=Path, default=Path("runs/ensemble"))
+    parser.add_argument("--workdir", type=Path, default=None, help="default: the config's, else runs/ensemble")
     args = parser.parse_args(argv)
+    experiment = configs.get(args.config) if args.config else None
+    if experiment is not None and not args.runs:
+        args.runs = [configs.get(member).workdir for member in experiment.members]
+    if not args.runs:
+        parser.error("give the runs' working directories or --config")
+    args.workdir = args.workdir or (experiment.workdir if experiment else Path("runs/ensemble"))
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(argv)
     configs.setup_logging()
     started = time.time()
 
     setup = crossvalidation.ensemble_crossvalidation(args.runs, args.workdir)
     backbones = [c["backbone"] for c in setup["model_configs"]]
     log(f"ensemble of {len(args.runs)} runs ({', '.join(backbones)}) written to {args.workdir}")
-    dataset = datasets.mit1003(args.data_dir)
+    dataset = mit1003.mit1003(args.data_dir)
     fixations = dataset.fixations.rescaled(datasets.working_sizes(dataset.image_sizes, mode="paper"))
     cell = setup["model_configs"][0]["cell"]
     command = {"runs": [str(r) for r in args.runs], "workdir": str(args.workdir),

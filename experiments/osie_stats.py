@@ -38,7 +38,9 @@ from deepgaze_jax.data.datasets import Dataset, paper_sizes
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.data.mouse_fixations import PseudoFixationConfig, trajectory_starts
 from deepgaze_jax.goldstandard import fit_gold_standard, gold_standard_loglik
-from deepgaze_jax.metrics import bits_over_uniform, blur_matrix, kernel_pairs, per_image_means, safe_log
+from deepgaze_jax.densities import safe_log
+from deepgaze_jax.kde import blur_matrix, kernel_pairs
+from deepgaze_jax.metrics import bits_over_uniform, per_image_means
 
 STEP_EDGES_PX = np.geomspace(1.0, 1024.0, 21)  # 2 bins per octave
 PLATEAU_RANGE_PX = (8.0, 256.0)  # where the fast steps' plateau is looked for
@@ -98,7 +100,7 @@ def count_row(name: str, dataset: Dataset, recordings: list[osie.MouseRecording]
 def mouse_kde_at(eye: Fixations, mouse: Fixations, bandwidth: float) -> np.ndarray:
     """(N_eye,) KDE probability, at each eye fixation's pixel, of the mouse fixations on the same image.
 
-    The KDE is `metrics.kde_grid`'s (std ``bandwidth`` times the longer side, reflecting
+    The KDE is `kde.kde_grid`'s (std ``bandwidth`` times the longer side, reflecting
     borders) evaluated with `metrics.kernel_pairs`; 0 on images without mouse fixations.
     """
     rows_e, cols_e = eye.pixel_indices()

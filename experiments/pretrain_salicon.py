@@ -24,8 +24,6 @@ import os
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -33,11 +31,11 @@ from deepgaze_jax import images as image_ops
 from deepgaze_jax import training
 from deepgaze_jax.centerbias import fit_center_bias
 from deepgaze_jax.crossvalidation import CENTERBIAS_TEMPLATE_SIZE, centerbias_grids
-from deepgaze_jax.data import datasets
+from deepgaze_jax.data import datasets, mit1003
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.data.tfds_builders import prepare
 from deepgaze_jax.feature_cache import cached_feature_grids
-from deepgaze_jax.model import DeepGazeParams, save_model
+from deepgaze_jax.model import save_head
 from experiments import configs
 
 log = logging.getLogger("pretrain_salicon").info
@@ -73,7 +71,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--tfds-dir", type=Path, default=Path("cache/tfds"), help="where the array_record build goes")
     parser.add_argument("--mit1003-dir", type=Path, default=None, help="MIT1003 root, the stopping set (default: discovered)")
     parser.add_argument("--workdir", type=Path, default=Path("runs/pretrain_salicon"))
-    args = parser.parse_args(argv)
+    args = configs.parse_args(parser, argv)
     configs.start(args)
     started = time.time()
     config = configs.model_config(args.backbone, args.readout)
@@ -84,7 +82,7 @@ def main(argv: list[str] | None = None) -> Path:
     except FileNotFoundError as exc:
         parser.exit(1, f"pretrain_salicon: {exc}\n")
     salicon_images, salicon_fixations = load_tfds_split(tfds.data_source(f"salicon/{args.edition}", data_dir=os.fspath(args.tfds_dir)))
-    mit = datasets.mit1003(args.mit1003_dir)
+    mit = mit1003.mit1003(args.mit1003_dir)
     mit_images, mit_fixations = datasets.to_working_space(mit, mode="paper")
     weights = config.get_backbone().load_weights()
     salicon_grids = cached_feature_grids(salicon_images, config, weights, args.cache_dir)
@@ -109,9 +107,8 @@ def main(argv: list[str] | None = None) -> Path:
                          manager, log=log, desc="SALICON")
     manager.close()
 
-    head = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], state.head_variables())
     path = args.workdir / "model.npz"
-    save_model(DeepGazeParams(backbone_weights={}, head=head, centerbias=jnp.asarray(salicon_template), config=config), path)
+    save_head(config, state.head_variables(), salicon_template, path)
     history = json.loads(training.history_json(state)) | {"total_s": time.time() - started}
     (args.workdir / "history.json").write_text(json.dumps(history, indent=1))
     log(f"pretrained readout (best epoch {int(state.best_epoch)}, MIT1003 NLL "

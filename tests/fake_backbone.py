@@ -1,9 +1,12 @@
-"""A tiny deterministic backbone (average pooling + fixed random mixing) for fast model tests."""
+"""A tiny deterministic backbone (average pooling + fixed random mixing) for fast model tests.
+
+Importing this module registers it as ``ModelConfig(backbone="fake")``.
+"""
 
 import jax.numpy as jnp
 import numpy as np
 
-from deepgaze_jax.backbones import Backbone
+from deepgaze_jax.backbones import Backbone, register
 
 
 def _pool(x, stride):
@@ -25,19 +28,13 @@ def _load_weights(path=None):
     return {"fine": rng.normal(size=(3, 5)).astype(np.float32), "coarse": rng.normal(size=(3, 4)).astype(np.float32)}
 
 
-FAKE = Backbone(
+FAKE = register(Backbone(
     name="fake",
     taps=("fine", "coarse"),
     strides={"fine": 16, "coarse": 32},
     channels={"fine": 5, "coarse": 4},
     load_weights=_load_weights,
     features=_features,
-)
+    module=__name__,
+))
 
-
-def install(monkeypatch):
-    """Makes ``ModelConfig(backbone="fake")`` resolve to `FAKE`."""
-    import deepgaze_jax.model as model
-
-    real = model.get_backbone
-    monkeypatch.setattr(model, "get_backbone", lambda name: FAKE if name == "fake" else real(name))

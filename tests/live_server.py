@@ -11,9 +11,8 @@ from collections.abc import Iterator
 
 import jax
 import numpy as np
-import pytest
 
-import fake_backbone
+import fake_backbone  # noqa: F401  (registers ModelConfig(backbone="fake"))
 from deepgaze_jax import ModelConfig, init_params
 from deepgaze_jax.serve import ServerConfig, ServiceLimits, create_app, make_server
 
@@ -34,14 +33,12 @@ def serve_fake_model(limits: ServiceLimits = ServiceLimits(), **server) -> Itera
 
     ``server`` overrides `ServerConfig` fields (threads, timeouts).
     """
-    with pytest.MonkeyPatch.context() as mp:
-        fake_backbone.install(mp)
-        model = init_params(ModelConfig(backbone="fake"), jax.random.PRNGKey(0), centerbias=two_blob_centerbias())
-        httpd = make_server(create_app(model, limits), ServerConfig(port=0, **server), limits)
-        thread = threading.Thread(target=httpd.run, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{httpd.effective_port}"
-        finally:
-            httpd.stop()
-            thread.join(timeout=10)
+    model = init_params(ModelConfig(backbone="fake"), jax.random.PRNGKey(0), centerbias=two_blob_centerbias())
+    httpd = make_server(create_app(model, limits), ServerConfig(port=0, **server), limits)
+    thread = threading.Thread(target=httpd.run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.effective_port}"
+    finally:
+        httpd.stop()
+        thread.join(timeout=10)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 from deepgaze_jax.data.fixations import Fixations
+from deepgaze_jax.data.nus_mat import save_nus_mat
 from deepgaze_jax.model import ModelConfig
 
 CONFIG = ModelConfig(backbone="fake", readout_features=(4, 1), init_sigma=4.0, max_sigma=8.0)
 STRIDE = 16
+NUS_SIZES = [(48, 64), (64, 48), (48, 64), (60, 80)]  # (height, width) of the `nus_dataset` fixture's images
 
 
 def make_data(num_images: int = 12, channels: int = 6, per_image: int = 15, seed: int = 0, portrait_every: int = 4):
@@ -40,3 +43,16 @@ def make_data(num_images: int = 12, channels: int = 6, per_image: int = 15, seed
     n = np.concatenate(ns)
     fixations, _ = Fixations.create(np.concatenate(xs), np.concatenate(ys), n, sizes, subject=np.arange(len(n)) % 3)
     return grids, log_cbs, fixations
+
+
+def fixture_root(tmp_path, sizes=((6, 8), (12, 9), (7, 7))):
+    """A MIT1003-like folder: random images of ``sizes`` (h, w), two fixations by observer 0 of 15."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "stimuli").mkdir(parents=True)
+    entries = []
+    for k, (h, w) in enumerate(sizes):
+        name = f"img{k}.png"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / "stimuli" / name)
+        entries.append((name, [([1, w], [h, 1], [100, 200])] + [([], [], [])] * 14))
+    save_nus_mat(tmp_path / "fixations.mat", entries)
+    return tmp_path

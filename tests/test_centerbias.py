@@ -90,14 +90,3 @@ def test_save_load_roundtrip(tmp_path):
     assert loaded.bandwidth == model.bandwidth and loaded.uniform_weight == model.uniform_weight
     np.testing.assert_array_equal(loaded.x, model.x)
     np.testing.assert_array_equal(loaded.log_density(30, 40), model.log_density(30, 40))
-
-
-def test_resize_log_density():
-    model = centerbias.CenterBias(x=np.array([0.25], np.float32), y=np.array([0.5], np.float32), bandwidth=0.1, uniform_weight=0.01)
-    resized = centerbias.resize_log_density(model.template(), (384, 512))
-    assert resized.shape == (384, 512) and resized.dtype == np.float32
-    assert logsumexp(resized.astype(np.float64)) == pytest.approx(0.0, abs=1e-5)
-    # Resizing the template agrees with evaluating the model at that size, up to the
-    # template's binning (1/256 of the image): total variation distance below 1%.
-    p, q = np.exp(resized.astype(np.float64)), np.exp(model.log_density(384, 512).astype(np.float64))
-    assert 0.5 * np.abs(p - q).sum() < 0.01

@@ -1,13 +1,13 @@
-import json
 
 import jax
 import numpy as np
 import pytest
 
 from deepgaze_jax import crossvalidation as cv
+from deepgaze_jax.report import crossval_report, report_markdown
 from deepgaze_jax.model import load_model
 from deepgaze_jax.training import TrainConfig
-from synthetic import CONFIG, make_data
+from synthetic import CONFIG
 
 TRAIN = TrainConfig(max_epochs=3)
 
@@ -19,15 +19,6 @@ def test_fold_assignment_is_seeded_balanced_and_complete():
     assert sorted(np.bincount(folds)) == [10] * 7 + [11] * 3
     with pytest.raises(ValueError):
         cv.fold_assignment(5, 10)
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    grids, _, fixations = make_data(num_images=12)
-    workdir = tmp_path_factory.mktemp("cv")
-    data = cv.FoldData(grids, fixations)
-    combined = cv.run_crossvalidation(data, CONFIG, TRAIN, workdir, num_folds=3, seed=0, log=lambda _: None)
-    return data, workdir, combined
 
 
 def test_every_image_is_predicted_by_the_model_that_never_saw_it(finished):
@@ -66,23 +57,6 @@ def test_a_different_run_in_the_same_workdir_is_refused(finished):
         cv.run_crossvalidation(data, CONFIG, TrainConfig(max_epochs=4), workdir, num_folds=3, seed=0, log=lambda _: None)
 
 
-def test_report_scores_per_fold_overall_and_paper_subset(finished):
-    data, workdir, _ = finished
-    original = np.tile([768, 1024], (12, 1))
-    original[::2] = [600, 800]
-    report = cv.crossval_report(workdir, data.fixations, original, CONFIG.cell, num_folds=3, seed=0, progress=False)
-    overall = report["overall"]
-    assert overall["num_images"] == 12 and overall["num_fixations"] == len(data.fixations)
-    assert report["paper_subset_1024x768"]["num_images"] == 6
-    assert sum(f["num_fixations"] for f in report["folds"]) == len(data.fixations)
-    np.testing.assert_allclose(overall["ig_bits"], overall["ll_bits"] - overall["baseline_ll_bits"])
-    assert overall["ll_bits"] > 0.1  # fixations follow feature channel 0
-    assert 0.5 < overall["auc"] <= 1.0
-    json.dumps(report, default=float)
-    text = cv.report_markdown(report, "synthetic")
-    assert "| **all images** | 12 |" in text and "| fold 2 |" in text
-
-
 def test_ensemble_of_runs_averages_heldout_in_probability(finished, tmp_path):
     data, workdir, _ = finished
     other = tmp_path / "other"
@@ -96,13 +70,13 @@ def test_ensemble_of_runs_averages_heldout_in_probability(finished, tmp_path):
         np.testing.assert_allclose(got, np.logaddexp(members[0][i], members[1][i]) - np.log(2), atol=1e-5)
 
     original = np.tile([768, 1024], (12, 1))
-    scores = [cv.crossval_report(w, data.fixations, original, CONFIG.cell, 3, 0, progress=False)["overall"]
+    scores = [crossval_report(w, data.fixations, original, CONFIG.cell, 3, 0, progress=False)["overall"]
               for w in (workdir, other, tmp_path / "ensemble")]
     # log is concave: the mixture's log-likelihood is at least the members' mean
     assert scores[2]["ll_bits"] >= (scores[0]["ll_bits"] + scores[1]["ll_bits"]) / 2 - 1e-9
-    report = cv.crossval_report(tmp_path / "ensemble", data.fixations, original, CONFIG.cell, 3, 0, progress=False)
+    report = crossval_report(tmp_path / "ensemble", data.fixations, original, CONFIG.cell, 3, 0, progress=False)
     assert "epochs" not in report["folds"][0]
-    assert "| fold 2 |" in cv.report_markdown(report, "ensemble") and "best epoch" not in cv.report_markdown(report, "e")
+    assert "| fold 2 |" in report_markdown(report, "ensemble") and "best epoch" not in report_markdown(report, "e")
 
 
 def test_ensemble_refuses_runs_that_do_not_line_up(finished, tmp_path):

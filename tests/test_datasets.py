@@ -1,35 +1,21 @@
-"""Dataset container, MIT1003 discovery and the paper's working space."""
+"""Dataset container, stimulus paths and the paper's working space."""
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from deepgaze_jax import images
-from deepgaze_jax.data import datasets
+from deepgaze_jax.data import datasets, mit1003
 from deepgaze_jax.data.datasets import Dataset, DatasetFormatError
 from deepgaze_jax.data.fixations import Fixations
-from deepgaze_jax.data.nus_mat import save_nus_mat
+from synthetic import fixture_root
 
 
 @pytest.fixture(scope="module")
 def mit():
     try:
-        return datasets.mit1003()
+        return mit1003.mit1003()
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
-
-
-def fixture_root(tmp_path, sizes=((6, 8), (12, 9), (7, 7))):
-    """A MIT1003-like folder: random images of ``sizes`` (h, w), two fixations by observer 0 of 15."""
-    rng = np.random.default_rng(0)
-    (tmp_path / "stimuli").mkdir(parents=True)
-    entries = []
-    for k, (h, w) in enumerate(sizes):
-        name = f"img{k}.png"
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / "stimuli" / name)
-        entries.append((name, [([1, w], [h, 1], [100, 200])] + [([], [], [])] * 14))
-    save_nus_mat(tmp_path / "fixations.mat", entries)
-    return tmp_path
 
 
 def test_paper_sizes_by_orientation():
@@ -89,7 +75,7 @@ def test_real_to_working_space_on_a_few_images(mit):
 
 def test_to_working_space_aspect_mode(tmp_path):
     root = fixture_root(tmp_path)
-    ds = datasets.mit1003(root)
+    ds = mit1003.mit1003(root)
     assert ds.name == "MIT1003" and len(ds) == 3
     loaded, fixations = datasets.to_working_space(ds, mode="aspect", progress=False)
     expected = [images.working_size(h, w) for h, w in ds.image_sizes]
@@ -99,25 +85,12 @@ def test_to_working_space_aspect_mode(tmp_path):
 
 def test_dataset_checks(tmp_path):
     root = fixture_root(tmp_path)
-    ds = datasets.mit1003(root)
+    ds = mit1003.mit1003(root)
     with pytest.raises(ValueError, match="3 stimuli but fixations on 2 images"):
         Dataset(ds.stimuli, ds.fixations.subset_images([0, 1]), "x")
     wrong, _ = Fixations.create([1.0], [1.0], [0], [[5, 8]])
     with pytest.raises(DatasetFormatError, match=r"img0\.png decodes to 6x8 but the dataset records 5x8"):
         Dataset(ds.stimuli[:1], wrong, "x").load_image(0)
-
-
-def test_find_mit1003_root(tmp_path, monkeypatch):
-    root = fixture_root(tmp_path / "shared" / "datasets" / "mit1003")
-    monkeypatch.delenv(datasets.MIT1003_ENV, raising=False)
-    nested = tmp_path / "checkout" / "sub"
-    nested.mkdir(parents=True)
-    monkeypatch.chdir(nested)
-    assert datasets.find_mit1003_root() == root  # found beside the checkout, searching upward
-    monkeypatch.setenv(datasets.MIT1003_ENV, str(tmp_path / "nowhere"))
-    with pytest.raises(FileNotFoundError, match=r"nowhere \(from \$DEEPGAZE_JAX_MIT1003\) lacks stimuli and"):
-        datasets.find_mit1003_root()
-    assert datasets.find_mit1003_root(root) == root  # an explicit root wins over the variable
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import fake_backbone
+import fake_backbone  # noqa: F401  (registers ModelConfig(backbone="fake"))
 from deepgaze_jax.data import osie
 from deepgaze_jax.data.nus_mat import save_nus_mat
 from deepgaze_jax.data.osie import save_mouse_mat
@@ -66,7 +66,6 @@ def common_args(tmp_path):
 
 
 def test_pretrain_then_crossvalidate(tmp_path, monkeypatch, mit_root, salicon_root):
-    fake_backbone.install(monkeypatch)
     model_path = pretrain_salicon.main(
         common_args(tmp_path) + ["--salicon-dir", str(salicon_root), "--tfds-dir", str(tmp_path / "tfds"),
                                  "--mit1003-dir", str(mit_root), "--workdir", str(tmp_path / "pre")]
@@ -100,7 +99,6 @@ def test_pretrain_without_salicon_fails_with_instructions(tmp_path, capsys):
 
 
 def test_ensemble_of_two_crossvalidations(tmp_path, monkeypatch, mit_root):
-    fake_backbone.install(monkeypatch)
     runs = []
     for readout in ("linear", "paper"):
         runs.append(tmp_path / readout)

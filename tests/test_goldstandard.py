@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from deepgaze_jax import centerbias, goldstandard
-from deepgaze_jax.data.datasets import find_mit1003_root, mit1003, paper_sizes
+from deepgaze_jax.data.datasets import paper_sizes
 from deepgaze_jax.data.fixations import Fixations
-from deepgaze_jax.metrics import bits_over_uniform, kde_grid
+from deepgaze_jax.data.mit1003 import find_mit1003_root, mit1003
+from deepgaze_jax.kde import kde_grid
+from deepgaze_jax.metrics import bits_over_uniform
 
 
 def hotspot_fixations(seed=0, images=40, subjects=8, per_subject=5, shape=(48, 64)):

@@ -1,10 +1,11 @@
-"""Metrics on hand-worked cases, brute-force comparisons, and the grid KDE primitives."""
+"""Metrics on hand-worked cases and brute-force comparisons."""
 
 import numpy as np
 import pytest
-from scipy.special import logsumexp
 
 from deepgaze_jax import metrics
+from deepgaze_jax.densities import log_normalize, safe_log
+from deepgaze_jax.kde import kde_grid
 from deepgaze_jax.data.fixations import Fixations
 
 
@@ -16,37 +17,15 @@ def peaked(shape, rows, cols, floor=-60.0):
     """Log density with (almost) all mass spread evenly on the given pixels."""
     values = np.full(shape, floor)
     values[rows, cols] = 0.0
-    return metrics.log_normalize(values)
+    return log_normalize(values)
 
 
 # --- grid primitives ---
 
 
-def test_log_normalize():
-    out = metrics.log_normalize(np.array([[1.0, 2.0], [3.0, -1e3]]))
-    assert logsumexp(out) == pytest.approx(0.0, abs=1e-12)
-    assert np.all(np.isfinite(out))
-
-
-@pytest.mark.parametrize("n, sigma", [(1, 2.0), (10, 0.2), (10, 3.0), (7, 40.0), (64, 5.5)])
-def test_blur_matrix_preserves_mass(n, sigma):
-    matrix = metrics.blur_matrix(n, sigma)
-    assert matrix.shape == (n, n)
-    np.testing.assert_allclose(matrix.sum(axis=0), 1.0, atol=1e-12)
-    assert matrix.min() >= 0
-
-
-def test_kde_grid_sums_to_one_and_matches_kernel_pairs():
-    rows, cols = np.array([0, 5, 5, 11]), np.array([3, 0, 19, 7])
-    grid = metrics.kde_grid(rows, cols, (12, 20), 2.0, 3.0)
-    assert grid.sum() == pytest.approx(1.0)
-    at = metrics.kernel_pairs(metrics.blur_matrix(12, 2.0), metrics.blur_matrix(20, 3.0), [4, 11], [6, 7], rows, cols)
-    np.testing.assert_allclose(at.sum(axis=1) / len(rows), grid[[4, 11], [6, 7]], rtol=1e-12)
-
-
 def test_empirical_map_default_sigma_is_one_degree():
     shape = (384, 512)
-    expected = metrics.kde_grid(np.array([100]), np.array([200]), shape, 17.5, 17.5)
+    expected = kde_grid(np.array([100]), np.array([200]), shape, 17.5, 17.5)
     np.testing.assert_allclose(metrics.empirical_map(np.array([100]), np.array([200]), shape), expected)
 
 
@@ -126,7 +105,7 @@ def test_nss_hand_worked_and_uniform():
 def test_map_metrics_of_a_map_with_itself():
     rng = np.random.default_rng(1)
     empirical = metrics.empirical_map(rng.integers(0, 30, 12), rng.integers(0, 40, 12), (30, 40), sigma=3.0)
-    log_empirical = metrics.safe_log(empirical)
+    log_empirical = safe_log(empirical)
     assert metrics.correlation_coefficient(log_empirical, empirical) == pytest.approx(1.0)
     assert metrics.kl_divergence_nats(empirical, log_empirical) == pytest.approx(0.0, abs=1e-12)
     assert metrics.similarity(log_empirical, empirical) == pytest.approx(1.0)
@@ -190,21 +169,6 @@ def test_evaluate_rejects_wrong_shape():
         metrics.evaluate_log_densities(lambda i: uniform((3, 3)), fixations, progress=False)
 
 
-def test_log_mean_density_averages_probabilities():
-    p1 = np.array([[0.5, 0.5], [0.0 + 1e-300, 0.0 + 1e-300]])
-    p2 = np.array([[0.25, 0.25], [0.25, 0.25]])
-    out = metrics.log_mean_density([np.log(p1), np.log(p2)])
-    np.testing.assert_allclose(np.exp(out), (p1 + p2) / 2, atol=1e-12)
-    single = metrics.log_mean_density([np.log(p2)], dtype=np.float32)
-    assert single.dtype == np.float32 and np.allclose(single, np.log(p2))
-    extreme = metrics.log_mean_density([np.array([0.0, -1e4]), np.array([-1e4, -1e4])])
-    assert np.all(np.isfinite(extreme)) and np.isclose(np.logaddexp.reduce(extreme), 0.0)
-    with pytest.raises(ValueError, match="at least one"):
-        metrics.log_mean_density([])
-    with pytest.raises(ValueError, match="different shapes"):
-        metrics.log_mean_density([np.zeros((2, 2)), np.zeros((2, 3))])
-
-
 # --- sAUC without the centre bias ---------------------------------------------------------------
 
 
@@ -232,7 +196,7 @@ def test_shuffled_auc_matches_evaluate_log_densities():
     fixations, _ = Fixations.create(
         x=rng.uniform(0, 6, 30), y=rng.uniform(0, 6, 30), n=rng.integers(0, 3, 30), image_sizes=sizes
     )
-    maps = [metrics.log_normalize(rng.normal(size=s)) for s in sizes]
+    maps = [log_normalize(rng.normal(size=s)) for s in sizes]
     expected = metrics.evaluate_log_densities(maps.__getitem__, fixations, progress=False)
     result = metrics.sauc_no_centerbias(maps.__getitem__, fixations)
     assert result["sauc_no_centerbias"] == pytest.approx(expected["sauc"])
@@ -247,8 +211,8 @@ def test_removing_a_centre_bias_raises_shuffled_auc():
     yy, xx = np.mgrid[0:9, 0:9]
     centre = -((xx - 4) ** 2 + (yy - 4) ** 2) / 2.0
     saliency = [-((xx - 4) ** 2 + (yy - 4) ** 2) / 8.0, -(xx**2 + yy**2) / 8.0]
-    with_cb = [metrics.log_normalize(s + centre) for s in saliency]
-    without_cb = [metrics.log_normalize(s) for s in saliency]
+    with_cb = [log_normalize(s + centre) for s in saliency]
+    without_cb = [log_normalize(s) for s in saliency]
     assert metrics.sauc_no_centerbias(without_cb.__getitem__, fixations)["sauc_no_centerbias"] == 1.0
     assert metrics.shuffled_auc_per_fixation(with_cb.__getitem__, fixations).tolist() == [1.0, 0.0]
 

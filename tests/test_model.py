@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import fake_backbone
+import fake_backbone  # noqa: F401  (registers ModelConfig(backbone="fake"))
 from deepgaze_jax.model import (
     MODEL_FORMAT,
     ModelConfig,
@@ -18,14 +18,14 @@ from deepgaze_jax.model import (
     load_model,
     log_density_grid,
     mixture,
+    save_head,
     save_model,
 )
 from deepgaze_jax.model_io import ModelFileError
 
 
 @pytest.fixture
-def config(monkeypatch):
-    fake_backbone.install(monkeypatch)
+def config():
     return ModelConfig(backbone="fake")
 
 
@@ -98,6 +98,18 @@ def test_mixture_refuses_different_configs(config):
     b = a.replace(config=ModelConfig(backbone="fake", readout_features=(1,)))
     with pytest.raises(ValueError, match="different configs"):
         mixture([a, b])
+
+
+def test_save_head_writes_a_one_component_model(config, tmp_path):
+    params = init_params(config, jax.random.PRNGKey(5))
+    variables = jax.tree_util.tree_map(lambda x: x[0], params.head)
+    template = np.zeros((8, 8), np.float32)
+    save_head(config, variables, template, tmp_path / "one.npz")
+    loaded = load_model(tmp_path / "one.npz")
+    assert loaded.num_components == 1 and loaded.config == config
+    np.testing.assert_array_equal(loaded.centerbias, template)
+    for a, b in zip(jax.tree_util.tree_leaves(loaded.head), jax.tree_util.tree_leaves(params.head)):
+        np.testing.assert_array_equal(a, b)
 
 
 # --- load_model trusts nothing in the file (issue 14, item 4) ---------------------------------

@@ -7,7 +7,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from deepgaze_jax.data import datasets
+from deepgaze_jax.data import mit1003
 from deepgaze_jax.data.datasets import DatasetFormatError
 from deepgaze_jax.data.fixations import FixationError
 from deepgaze_jax.data.nus_mat import load_nus_mat, save_nus_mat
@@ -16,10 +16,10 @@ from deepgaze_jax.data.nus_mat import load_nus_mat, save_nus_mat
 @pytest.fixture(scope="module")
 def real_mit1003():
     try:
-        root = datasets.find_mit1003_root()
+        root = mit1003.find_mit1003_root()
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
-    return root, datasets.mit1003(root)
+    return root, mit1003.mit1003(root)
 
 
 def write_images(folder: Path, sizes: dict[str, tuple[int, int]]) -> Path:
@@ -34,7 +34,7 @@ def test_real_mit1003_counts(real_mit1003):
     fix = ds.fixations
     assert len(ds) == 1003 and len(set(ds.stimulus_names)) == 1003
     assert len(fix) == 104_171
-    assert fix.num_subjects == 15 and fix.subject_names == datasets.MIT1003_SUBJECTS
+    assert fix.num_subjects == 15 and fix.subject_names == mit1003.MIT1003_SUBJECTS
     assert set(np.unique(fix.subject)) == set(range(15))
     assert fix.duration is not None and fix.duration.min() > 0 and fix.duration.max() <= 3000  # ms, 3 s trials
 
@@ -101,6 +101,18 @@ def test_missing_image_names_file_and_mat(tmp_path):
     save_nus_mat(tmp_path / "f.mat", [("a.png", [([1], [1], [1])]), ("gone.jpg", [([1], [1], [1])])])
     with pytest.raises(FileNotFoundError, match=r"listed in .*f\.mat are missing.*gone\.jpg"):
         load_nus_mat(stimuli, tmp_path / "f.mat")
+
+
+def test_image_names_leaving_the_stimuli_folder_are_refused(tmp_path):
+    stimuli = write_images(tmp_path / "s", {"a.png": (4, 4)})
+    outside = write_images(tmp_path / "img", {"x.png": (4, 4)})  # exists, but not under the stimuli folder
+    for name in ("../img/x.png", str(outside / "x.png"), "sub/../../img/x.png"):
+        save_nus_mat(tmp_path / "f.mat", [("a.png", [([1], [1], [1])]), (name, [([1], [1], [1])])])
+        with pytest.raises(DatasetFormatError, match=r"f\.mat names 1 image\(s\) outside the stimuli folder .*relative"):
+            load_nus_mat(stimuli, tmp_path / "f.mat")
+    (stimuli / "sub").mkdir()
+    save_nus_mat(tmp_path / "f.mat", [("sub/../a.png", [([1], [1], [1])])])  # stays inside: fine
+    assert len(load_nus_mat(stimuli, tmp_path / "f.mat")) == 1
 
 
 def test_malformed_files(tmp_path):

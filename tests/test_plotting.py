@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 import deepgaze_jax
-import fake_backbone
+import fake_backbone  # noqa: F401  (registers ModelConfig(backbone="fake"))
 from deepgaze_jax import ModelConfig, cli, init_params, save_model
 from deepgaze_jax.data.nus_mat import save_nus_mat
 from deepgaze_jax.plotting import (
@@ -127,12 +127,10 @@ def test_ig_scatter_png(tmp_path):
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    """A saved fake-backbone model, loadable while the fixture is active."""
-    with pytest.MonkeyPatch.context() as mp:
-        fake_backbone.install(mp)
-        path = tmp_path_factory.mktemp("model") / "fake_model.npz"
-        save_model(init_params(ModelConfig(backbone="fake"), jax.random.PRNGKey(0)), path)
-        yield path
+    """A saved fake-backbone model."""
+    path = tmp_path_factory.mktemp("model") / "fake_model.npz"
+    save_model(init_params(ModelConfig(backbone="fake"), jax.random.PRNGKey(0)), path)
+    return path
 
 
 def test_plot_command_with_fixation_array(tmp_path, model_file):

@@ -3,19 +3,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import fake_backbone
+import fake_backbone  # noqa: F401  (registers ModelConfig(backbone="fake"))
 from deepgaze_jax import ModelConfig, init_params, predict_density, sample_fixations
-from deepgaze_jax.metrics import log_normalize
+from deepgaze_jax.densities import log_normalize
 from deepgaze_jax.predict import predict_density_without_centerbias
 from deepgaze_jax.images import ImageError
 
 
 @pytest.fixture(scope="module")
 def params():
-    mp = pytest.MonkeyPatch()
-    fake_backbone.install(mp)
-    yield init_params(ModelConfig(backbone="fake"), jax.random.PRNGKey(0))
-    mp.undo()
+    return init_params(ModelConfig(backbone="fake"), jax.random.PRNGKey(0))
 
 
 def assert_density(log_density, shape):
@@ -106,7 +103,7 @@ def test_sample_fixations_follow_the_density():
 
 
 def test_ensembles_average_in_probability(params):
-    from deepgaze_jax.metrics import log_mean_density
+    from deepgaze_jax.densities import log_mean_density
 
     other = init_params(ModelConfig(backbone="fake", readout_features=(1,)), jax.random.PRNGKey(3))
     images = [np.random.default_rng(4).integers(0, 256, s, dtype=np.uint8) for s in [(96, 128, 3), (70, 50, 3)]]

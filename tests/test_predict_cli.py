@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import fake_backbone
+import fake_backbone  # noqa: F401  (registers ModelConfig(backbone="fake"))
 from deepgaze_jax import ModelConfig, cli, init_params, save_model
 from deepgaze_jax.examples import EXAMPLE_NAMES, example_paths
 from deepgaze_jax.predict_cli import output_stems, unique_paths
@@ -16,12 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    """A saved fake-backbone model, loadable while the fixture is active."""
-    with pytest.MonkeyPatch.context() as mp:
-        fake_backbone.install(mp)
-        path = tmp_path_factory.mktemp("model") / "fake_model.npz"
-        save_model(init_params(ModelConfig(backbone="fake"), jax.random.PRNGKey(0)), path)
-        yield path
+    """A saved fake-backbone model (`fake_backbone` registers the backbone on import)."""
+    path = tmp_path_factory.mktemp("model") / "fake_model.npz"
+    save_model(init_params(ModelConfig(backbone="fake"), jax.random.PRNGKey(0)), path)
+    return path
 
 
 def write_image(path: Path, seed: int, size=(64, 96)) -> Path:

@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from deepgaze_jax import images
-from deepgaze_jax.data import datasets
+from deepgaze_jax.data import mit1003
 from deepgaze_jax.data.nus_mat import save_nus_mat
 from deepgaze_jax.data.salicon import save_salicon_mat
 from deepgaze_jax.data.osie import find_osie_root, osie_eye, osie_mouse
@@ -80,7 +80,7 @@ def test_mit1003_round_trip(mit_fixture, tmp_path):
 
 
 def test_mit1003_without_data(tmp_path, monkeypatch):
-    monkeypatch.setenv(datasets.MIT1003_ENV, str(tmp_path / "missing"))
+    monkeypatch.setenv(mit1003.MIT1003_ENV, str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match=r"(?s)missing.*lacks stimuli.*Point manual_dir"):
         prepare("mit1003", tmp_path / "tfds")
 
@@ -88,7 +88,7 @@ def test_mit1003_without_data(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_real_mit1003_build(tmp_path):
     try:
-        root = datasets.find_mit1003_root()
+        root = mit1003.find_mit1003_root()
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
     prepare("mit1003", tmp_path / "tfds", manual_dir=root)

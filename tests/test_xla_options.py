@@ -49,6 +49,34 @@ def test_nested_inside_a_users_jit_vmap_and_grad():
     np.testing.assert_allclose(jax.jit(lambda: fast(w, x[0]))(), plain[0], rtol=1e-5)
 
 
+def test_the_off_switch_is_read_at_call_time_not_when_wrapping(monkeypatch):
+    monkeypatch.delenv(xla_options.OFF_SWITCH, raising=False)
+    if not xla_options.compiler_options():
+        pytest.skip("this jaxlib gets no YNNPACK option")
+    monkeypatch.setattr(xla_options, "YNN_VALUE", "NOT_AN_XLA_VALUE")  # XLA refuses it: a call with the option fails
+    fast = xla_options.jit(_readout)  # wrapped while the switch is on
+    w, x = np.ones((8, 4), np.float32), np.ones((3, 5, 8), np.float32)
+    monkeypatch.setenv(xla_options.OFF_SWITCH, "0")
+    assert float(fast(w, x)) == pytest.approx(15.0 * 4 * 8)
+    monkeypatch.delenv(xla_options.OFF_SWITCH)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="NOT_AN_XLA_VALUE"):
+        fast(w, x)
+
+
+def test_top_level_is_false_inside_any_trace():
+    seen = []
+
+    def probe(x):
+        seen.append(xla_options.top_level())
+        return x
+
+    assert xla_options.top_level()
+    jax.jit(lambda: probe(jnp.ones(2)))()
+    jax.vmap(probe)(jnp.ones(3))
+    jax.grad(lambda x: probe(x).sum())(jnp.ones(2))
+    assert seen == [False, False, False]
+
+
 def test_user_options_win_and_the_wrapper_keeps_the_name():
     fast = xla_options.jit(_readout, compiler_options={xla_options.YNN_OPTION: "LIBRARY_FUSION_TYPE_DOT"})
     assert fast.__name__ == "_readout"

@@ -1,5 +1,6 @@
 """deepgaze-jax: DeepGaze II (Kümmerer, Wallis & Bethge 2016) in JAX/Flax.
 
+    >>> import jax
     >>> import deepgaze_jax as dg
     >>> model = dg.load_model()                       # bundled MIT1003 model
     >>> log_density = dg.predict_density(model, "photo.jpg")   # (H, W) nats, logsumexp 0

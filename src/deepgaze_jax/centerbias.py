@@ -4,7 +4,7 @@ A Gaussian KDE of fixations in relative coordinates (x / W, y / H), mixed with a
 density: ``p(x) = (1 - u) KDE(x) + u / (H W)`` per pixel. The KDE is evaluated on the pixel
 grid of the image being predicted (relative coordinates binned to its pixels, blurred with
 std ``bandwidth * H`` rows and ``bandwidth * W`` columns, reflecting boundaries; see
-`deepgaze_jax.metrics.kde_grid`), so its grid resolution is the image's own: 512x384 in the
+`deepgaze_jax.kde.kde_grid`), so its grid resolution is the image's own: 512x384 in the
 paper's evaluation space, 256x256 for the shipped `CenterBias.template`.
 
 The bandwidth and the uniform weight ``u`` are fitted by maximum likelihood, crossvalidated
@@ -22,27 +22,17 @@ from typing import Callable
 
 import numpy as np
 import scipy.optimize
-from PIL import Image
 from scipy.special import logsumexp
 
 from deepgaze_jax.data.fixations import Fixations
-from deepgaze_jax.metrics import blur_matrix, kde_grid, kernel_pairs, log_normalize, relative_cells, safe_log
+from deepgaze_jax.densities import log_normalize, safe_log
+from deepgaze_jax.kde import blur_matrix, kde_grid, kernel_pairs, relative_cells
 
 
 def mixture_log_density(kde: np.ndarray, uniform_weight: float) -> np.ndarray:
     """log((1 - u) kde + u / (H W)) for an (H, W) KDE summing to 1: normalised float32 log density."""
     mixed = (1.0 - uniform_weight) * np.maximum(kde, 0.0) + uniform_weight / kde.size
     return log_normalize(safe_log(mixed)).astype(np.float32)
-
-
-def resize_log_density(log_density: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(h, w) float32 log density resized to ``size`` (height, width) in probability space.
-
-    The density is resampled bilinearly (antialiased when shrinking) and renormalised.
-    """
-    density = np.exp(np.asarray(log_density, dtype=np.float64)).astype(np.float32)
-    resized = Image.fromarray(density).resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    return log_normalize(safe_log(np.asarray(resized, dtype=np.float64))).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -75,7 +65,7 @@ class CenterBias:
     def template(self, size: tuple[int, int] = (256, 256)) -> np.ndarray:
         """``size`` float32 log density over the unit square, for shipping.
 
-        Use it for any image with `resize_log_density(template, (H, W))`.
+        Use it for any image with `densities.resize_log_density(template, (H, W))`.
         """
         return self.log_density(*size)
 

@@ -12,7 +12,7 @@ import sys
 
 COMMANDS = {
     "predict": "deepgaze_jax.predict_cli",
-    "evaluate": "deepgaze_jax.evaluate",
+    "evaluate": "deepgaze_jax.evaluate_cli",
     "plot": "deepgaze_jax.plot_cli",
     "serve": "deepgaze_jax.serve_cli",
     "export": "deepgaze_jax.export_cli",

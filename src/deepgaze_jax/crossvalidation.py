@@ -12,13 +12,13 @@ the current one from its last checkpoint)::
 
     setup.json            configs, seed, fold assignment (a re-run must match it)
     fold_<k>/checkpoints  orbax steps (`training.checkpoint_manager`)
-    fold_<k>/model.npz    the fold's model (`model.save_model`, mixture of 1)
+    fold_<k>/model.npz    the fold's best head as a one-component model (`model.save_head`)
     fold_<k>/heldout.npz  log densities on the density grid of its held-out images
     fold_<k>/history.json losses per epoch, best epoch, wall times
     mixture.npz           the ten heads as one mixture model (`model.mixture`)
 
-Held-out results are scored with `metrics.evaluate_log_densities` against the
-crossvalidated (leave-one-image-out) centre bias and the gold standard.
+Held-out results are scored by `report.crossval_report` against the crossvalidated
+(leave-one-image-out) centre bias and the gold standard (`baselines.fit_baselines`).
 `ensemble_crossvalidation` combines finished runs (e.g. one per backbone) into a
 working directory of averaged held-out predictions, scored the same way.
 """
@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -39,14 +38,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from deepgaze_jax import training
-from deepgaze_jax.centerbias import fit_center_bias, leave_one_image_out, leave_one_image_out_maps
+from deepgaze_jax.centerbias import fit_center_bias
 from deepgaze_jax.data.fixations import Fixations
-from deepgaze_jax.finalizer import expand_to_pixels
-from deepgaze_jax.goldstandard import fit_gold_standard, gold_standard_loglik
-from deepgaze_jax.metrics import evaluate_log_densities, log_mean_density
-from deepgaze_jax.plotting import plot_ig_scatter, plot_samples
+from deepgaze_jax.densities import log_mean_density
 from deepgaze_jax.model import (
-    DeepGazeParams, ModelConfig, SaliencyHead, centerbias_on_grid, load_model, mixture, save_model,
+    DeepGazeParams, ModelConfig, SaliencyHead, centerbias_on_grid, load_model, mixture, save_head, save_model,
 )
 
 logger = logging.getLogger(__name__)
@@ -143,8 +139,7 @@ def train_fold(
 
     variables = state.head_variables(best=True)
     heldout = predict_grids(config, variables, [data.grids[i] for i in val_idx], [log_cbs[i] for i in val_idx])
-    head = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], variables)
-    save_model(DeepGazeParams(backbone_weights={}, head=head, centerbias=jnp.asarray(template), config=config), fold_dir / "model.npz")
+    save_head(config, variables, template, fold_dir / "model.npz")
     history = json.loads(training.history_json(state))
     epochs_run = int(state.epoch) - epochs_before
     history.update(
@@ -246,7 +241,7 @@ def ensemble_crossvalidation(member_workdirs: Sequence[str | os.PathLike], workd
     The runs (e.g. one per backbone) must share folds, seed and data, and the density grid
     (``cell``), so that image i was held out by the same fold in each. Writes ``workdir``
     as a crossvalidation working directory (``setup.json``, ``fold_<k>/heldout.npz``) that
-    `crossval_report` scores like a single run, and returns its setup.
+    `report.crossval_report` scores like a single run, and returns its setup.
     """
     members = [Path(w) for w in member_workdirs]
     if len(members) < 2:
@@ -278,138 +273,3 @@ def ensemble_crossvalidation(member_workdirs: Sequence[str | os.PathLike], workd
         write_heldout(workdir / f"fold_{fold}", index,
                       [log_mean_density([h[i] for h in heldouts], dtype=np.float32) for i in index])
     return setup
-
-
-# ----------------------------------------------------------------------------- report
-
-
-def subset_scores(result: dict, fixations: Fixations, images: np.ndarray) -> dict:
-    """Fixation-weighted means of the per-image metrics of `evaluate_log_densities` over ``images``."""
-    counts = fixations.counts_per_image()[result["per_image_index"]]
-    keep = np.isin(result["per_image_index"], images)
-    w = counts[keep] / counts[keep].sum()
-
-    def mean(key):
-        return float(np.sum(result[f"per_image_{key}"][keep] * w))
-
-    scores = {key: mean(key) for key in ("ll_bits", "baseline_ll_bits", "gold_ll_bits", "auc", "sauc", "nss")}
-    scores["ig_bits"] = scores["ll_bits"] - scores["baseline_ll_bits"]
-    gold_ig = scores["gold_ll_bits"] - scores["baseline_ll_bits"]
-    scores["gold_ig_bits"] = gold_ig
-    scores["ig_explained_pct"] = 100.0 * scores["ig_bits"] / gold_ig if gold_ig > 0 else math.nan
-    scores["num_images"] = int(keep.sum())
-    scores["num_fixations"] = int(counts[keep].sum())
-    return scores
-
-
-def crossval_report(
-    workdir: str | os.PathLike,
-    fixations: Fixations,
-    original_sizes: np.ndarray,
-    cell: int,
-    num_folds: int = 10,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict:
-    """Scores of the held-out predictions: per fold, overall, and on the paper's 463 1024x768 images.
-
-    ``fixations`` are in working space; ``original_sizes`` (I, 2) the images' original
-    (height, width) (the paper's subset is the images of original size 768 x 1024).
-    LL and IG in bits per fixation over uniform / over the leave-one-image-out centre
-    bias, IG explained in % of the gold standard's IG, AUC and shuffled AUC.
-    """
-    workdir = Path(workdir)
-    heldout = load_heldout(workdir, num_folds)
-    folds = fold_assignment(fixations.num_images, num_folds, seed)
-    centerbias = fit_center_bias(fixations)
-    cb_loglik = leave_one_image_out(fixations, centerbias.bandwidth, centerbias.uniform_weight)
-    gold = fit_gold_standard(fixations, cb_loglik)
-    result = evaluate_log_densities(
-        lambda i: np.asarray(expand_to_pixels(heldout[i], cell)),
-        fixations,
-        baseline_fn=leave_one_image_out_maps(fixations, centerbias.bandwidth, centerbias.uniform_weight),
-        gold_loglik=gold_standard_loglik(fixations, cb_loglik, gold),
-        progress=progress,
-        desc="held-out",
-    )
-    paper = np.flatnonzero(np.all(np.asarray(original_sizes) == (768, 1024), axis=1))
-    histories = [_history(workdir, k) for k in range(num_folds)]
-    return {
-        "overall": subset_scores(result, fixations, np.arange(fixations.num_images)),
-        "paper_subset_1024x768": subset_scores(result, fixations, paper),
-        "folds": [
-            {**subset_scores(result, fixations, np.flatnonzero(folds == k)),
-             **{key: histories[k][key] for key in HISTORY_KEYS if key in histories[k]}}
-            for k in range(num_folds)
-        ],
-        "judd_auc": result["auc_judd"],
-        "per_image": {
-            "index": np.asarray(result["per_image_index"]).tolist(),
-            "ig_bits": (result["per_image_ll_bits"] - result["per_image_baseline_ll_bits"]).tolist(),
-            "gold_ig_bits": (result["per_image_gold_ll_bits"] - result["per_image_baseline_ll_bits"]).tolist(),
-        },
-        "centerbias_fit": {"bandwidth_rel": centerbias.bandwidth, "uniform_weight": centerbias.uniform_weight},
-        "goldstandard_fit": dataclasses.asdict(gold),
-    }
-
-
-HISTORY_KEYS = ("epochs", "best_epoch", "s_per_epoch", "train_s")
-
-
-def _history(workdir: Path, fold: int) -> dict:
-    """The fold's training history, or {} for a fold that was not trained here (an ensemble)."""
-    path = workdir / f"fold_{fold}" / "history.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def write_figures(
-    workdir: str | os.PathLike, report: dict, load_image, fixations: Fixations, cell: int, num_examples: int = 3
-) -> list[dict]:
-    """The paper's pictures of the held-out predictions, as PNGs in ``workdir``.
-
-    Figure 4: per-image IG of the model against the gold standard's (``ig_scatter.png``);
-    figures 5/6: for the images with the highest, median and lowest IG, equal-mass
-    contours and model samples beside the human fixations (``example_<i>.png``).
-    ``load_image(i)`` returns image i at working size. Returns [{"file", "caption"}].
-    """
-    workdir = Path(workdir)
-    per_image = report["per_image"]
-    index, ig = np.asarray(per_image["index"]), np.asarray(per_image["ig_bits"])
-    plot_ig_scatter(ig, np.asarray(per_image["gold_ig_bits"]), workdir / "ig_scatter.png")
-    figures = [{"file": "ig_scatter.png", "caption": "information gain per image, model vs gold standard (bits/fixation)"}]
-    heldout = load_heldout(workdir, len(report["folds"]))
-    order = np.argsort(ig)[::-1]
-    picks = [order[0], order[len(order) // 2], order[-1]][:num_examples]
-    for rank, name in zip(picks, ("highest", "median", "lowest")):
-        i = int(index[rank])
-        on_image = fixations.n == i
-        path = plot_samples(
-            load_image(i), np.asarray(expand_to_pixels(heldout[i], cell)),
-            (fixations.x[on_image], fixations.y[on_image]), jax.random.PRNGKey(i), workdir / f"example_{i}.png",
-        )
-        figures.append({"file": path.name, "caption": f"image {i}, {name} IG ({ig[rank]:.2f} bits/fixation)"})
-    return figures
-
-
-def report_markdown(report: dict, title: str) -> str:
-    """The report as Markdown tables (bits per fixation; IG explained in %)."""
-    cols = ("num_images", "ll_bits", "baseline_ll_bits", "gold_ll_bits", "ig_bits", "ig_explained_pct", "auc", "sauc")
-    head = "| | images | LL | LL centre bias | LL gold | IG | IG explained % | AUC | sAUC |"
-    lines = [f"# {title}", "", "LL: bits/fixation over uniform; IG: over the leave-one-image-out centre bias.", "",
-             head, "|" + "---|" * (len(cols) + 1)]
-
-    def row(name, s):
-        cells = [str(s[c]) if c == "num_images" else f"{s[c]:.3f}" if c != "ig_explained_pct" else f"{s[c]:.1f}" for c in cols]
-        return f"| {name} | " + " | ".join(cells) + " |"
-
-    lines.append(row("**all images**", report["overall"]))
-    lines.append(row("paper subset (1024x768)", report["paper_subset_1024x768"]))
-    for k, s in enumerate(report["folds"]):
-        lines.append(row(f"fold {k}", s))
-    if all("epochs" in s for s in report["folds"]):
-        lines += ["", "| fold | epochs | best epoch | s/epoch | train s |", "|---|---|---|---|---|"]
-        for k, s in enumerate(report["folds"]):
-            lines.append(f"| {k} | {s['epochs']} | {s['best_epoch']} | {s['s_per_epoch']:.2f} | {s['train_s']:.0f} |")
-    for figure in report.get("figures", []):
-        lines += ["", f"![{figure['caption']}]({figure['file']})"]
-    return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""``deepgaze-jax evaluate``: a model beside the uniform model, the centre bias and the gold standard.
+"""A model beside the uniform model, the centre bias and the gold standard.
 
 The dataset is mapped to its working space (paper mode: 512x384 / 384x512, section 2.3),
 where the centre bias (leave-one-image-out, `centerbias`) and the gold standard
@@ -6,38 +6,20 @@ where the centre bias (leave-one-image-out, `centerbias`) and the gold standard
 `metrics.evaluate_log_densities`: log-likelihoods and information gains in bits per
 fixation, information gain explained in %, AUC, Judd's AUC, shuffled AUC, NSS, CC, KL
 (nats) and SIM. The gold standard has log-likelihood metrics only (it is a per-observer
-density, not one map per image).
+density, not one map per image). The command line is `evaluate_cli`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from deepgaze_jax.centerbias import fit_center_bias, leave_one_image_out, leave_one_image_out_maps
+from deepgaze_jax.baselines import fit_baselines
 from deepgaze_jax.data.datasets import Dataset, Mode, working_sizes
-from deepgaze_jax.goldstandard import fit_gold_standard, gold_standard_loglik
 from deepgaze_jax.metrics import bits_over_uniform, evaluate_log_densities, per_image_means
-
-# Rows of the printed table, in order.
-TABLE_KEYS = (
-    "ll_bits",
-    "ll_bits_imgavg",
-    "ig_bits",
-    "ig_explained_pct",
-    "auc",
-    "auc_judd",
-    "sauc",
-    "nss",
-    "cc",
-    "kl_nats",
-    "sim",
-)
 
 ImageModel = Callable[[np.ndarray], np.ndarray]  # (h, w, 3) uint8 working image -> (h, w) log density
 
@@ -63,18 +45,11 @@ def evaluate_dataset(
     """
     sizes = working_sizes(dataset.image_sizes, mode)
     fixations = dataset.fixations.rescaled(sizes)
-    if progress:
-        print("fitting the centre bias (leave-one-image-out)...", file=sys.stderr)
-    centerbias = fit_center_bias(fixations)
+    log = (lambda message: print(message, file=sys.stderr)) if progress else (lambda message: None)
+    baselines = fit_baselines(fixations, log)
+    centerbias, gold_fit, baseline = baselines.centerbias, baselines.gold, baselines.centerbias_maps
     if centerbias_out is not None:
         centerbias.save(centerbias_out)
-    centerbias_loglik = leave_one_image_out(fixations, centerbias.bandwidth, centerbias.uniform_weight)
-    if progress:
-        print("fitting the gold standard (leave-one-observer-out)...", file=sys.stderr)
-    gold_fit = fit_gold_standard(fixations, centerbias_loglik)
-    gold_loglik = gold_standard_loglik(fixations, centerbias_loglik, gold_fit)
-
-    baseline = leave_one_image_out_maps(fixations, centerbias.bandwidth, centerbias.uniform_weight)
     models: dict[str, Callable[[int], np.ndarray]] = {
         "uniform": lambda i: np.full(sizes[i], -np.log(float(np.prod(sizes[i]))), np.float32),
         "centerbias": baseline,
@@ -85,13 +60,15 @@ def evaluate_dataset(
     scores: dict[str, dict] = {}
     per_image: dict[str, dict] = {}
     for name, log_density_fn in models.items():
-        result = evaluate_log_densities(log_density_fn, fixations, baseline, gold_loglik, progress=progress, desc=name)
+        result = evaluate_log_densities(
+            log_density_fn, fixations, baseline, baselines.gold_loglik, progress=progress, desc=name
+        )
         scores[name] = {k: v for k, v in result.items() if not k.startswith("per_image_")}
         per_image[name] = {k[len("per_image_") :]: v.tolist() for k, v in result.items() if k.startswith("per_image_")}
 
     pixels = np.prod(sizes[fixations.n], axis=1)
-    gold_bits = bits_over_uniform(gold_loglik, pixels)
-    gold = {"ll_bits": gold_bits, "ig_bits": gold_bits - bits_over_uniform(centerbias_loglik, pixels)}
+    gold_bits = bits_over_uniform(baselines.gold_loglik, pixels)
+    gold = {"ll_bits": gold_bits, "ig_bits": gold_bits - bits_over_uniform(baselines.centerbias_loglik, pixels)}
     scores["goldstandard"] = {"ig_explained_pct": 100.0}
     per_image["goldstandard"] = {}
     for key, values in gold.items():
@@ -120,54 +97,3 @@ def evaluate_dataset(
             **{name: {k: v for k, v in columns.items() if k != "index"} for name, columns in per_image.items()},
         },
     }
-
-
-def format_table(scores: dict[str, dict]) -> str:
-    """The metrics (rows) of each model (columns) as aligned text; "-" where a metric does not apply."""
-    names = list(scores)
-    lines = [f"{'metric':<18}" + "".join(f"{n:>14}" for n in names)]
-    for key in TABLE_KEYS:
-        cells = [f"{scores[n][key]:>14.4f}" if key in scores[n] else f"{'-':>14}" for n in names]
-        lines.append(f"{key:<18}" + "".join(cells))
-    return "\n".join(lines)
-
-
-def load_image_model(spec: str) -> ImageModel:
-    """A model file or "default" (the bundled model) as an `ImageModel` (imports JAX lazily)."""
-    import deepgaze_jax
-
-    params = deepgaze_jax.load_model(spec)
-    return lambda image: np.asarray(deepgaze_jax.predict_density(params, image))
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="evaluate a model against centre bias and gold standard")
-    p.add_argument("--stimuli", type=Path, required=True, help="folder of the images named in the fixations file")
-    p.add_argument("--fixations", type=Path, required=True, help="NUS-layout fixations.mat")
-    p.add_argument(
-        "--model",
-        default=None,
-        help="model .npz, 'default' (bundled) or 'centerbias' (baselines only, the default)",
-    )
-    p.add_argument("--mode", choices=("paper", "aspect"), default="paper", help="working space (default: paper)")
-    p.add_argument("--out", type=Path, required=True, help="JSON report to write")
-    p.add_argument("--save-centerbias", type=Path, default=None, help="also save the fitted centre bias (.npz)")
-    p.add_argument("--drop-invalid", action="store_true", help="drop fixations outside their image instead of failing")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    from deepgaze_jax.data.nus_mat import load_nus_mat
-
-    dataset = load_nus_mat(args.stimuli, args.fixations, on_invalid="drop" if args.drop_invalid else "raise")
-    model = None if args.model in (None, "centerbias") else load_image_model(args.model)
-    report = evaluate_dataset(
-        dataset, model, mode=args.mode, progress=not args.no_progress, centerbias_out=args.save_centerbias
-    )
-    report["model"] = args.model or "centerbias"
-    print(format_table(report["scores"]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1, allow_nan=False))
-    print(f"wrote {args.out}")
-    return 0

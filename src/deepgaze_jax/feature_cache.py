@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import inspect
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -59,12 +59,12 @@ def weights_fingerprint(weights: Mapping[str, np.ndarray]) -> str:
 
 
 def code_fingerprint(config: ModelConfig) -> str:
-    """SHA-256 (hex) of the source of `model.feature_grid`, the backbone's module and its shared layers.
+    """SHA-256 (hex) of the source of `model.feature_grid`, the backbone's module (`Backbone.module`) and its shared layers.
 
     Any edit there (even a cosmetic one) invalidates cached grids: rebuilding costs minutes,
     training on grids from older code could silently cost correctness.
     """
-    backbone_module = sys.modules[config.get_backbone().features.__module__]
+    backbone_module = importlib.import_module(config.get_backbone().module)
     h = hashlib.sha256(inspect.getsource(feature_grid).encode())
     for module in (backbone_module, _ops):
         h.update(inspect.getsource(module).encode())

@@ -10,7 +10,7 @@ weights (a, b, c) shared across images and fitted by maximum likelihood over the
 Its log-likelihood is the explainable information (how well the fixations can be predicted
 from other observers' fixations on the same image).
 
-The KDE is `deepgaze_jax.metrics.kde_grid` on the image's pixel grid, evaluated only where it
+The KDE is `deepgaze_jax.kde.kde_grid` on the image's pixel grid, evaluated only where it
 is needed: at fixation f, ``sum_g K(f, g)`` over the image's fixations g minus the sum over
 g of f's own observer (all minus own, vectorised over observers), divided by the number of
 other observers' fixations: exactly the blurred histogram of the others at f's pixel, without
@@ -26,7 +26,8 @@ from scipy.special import logsumexp
 
 from deepgaze_jax.centerbias import fit_bandwidth, images_by_size, uniform_log_density
 from deepgaze_jax.data.fixations import Fixations
-from deepgaze_jax.metrics import blur_matrix, kernel_pairs, safe_log
+from deepgaze_jax.densities import safe_log
+from deepgaze_jax.kde import blur_matrix, kernel_pairs
 
 
 @dataclasses.dataclass(frozen=True)

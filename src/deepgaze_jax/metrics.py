@@ -1,4 +1,4 @@
-"""Saliency metrics for fixation densities, and the grid-density primitives they share.
+"""Saliency metrics for fixation densities.
 
 Conventions:
   * A *log density* is an (H, W) array of log probabilities per pixel (nats), normalised
@@ -10,25 +10,22 @@ Conventions:
   * Map metrics (AUC, NSS, CC, KL, SIM) are computed on the density ``p = exp(log_density)``
     itself (not a metric-specific saliency map).
 
-The grid primitives (`log_normalize`, `blur_matrix`, `relative_cells`, `kde_grid`,
-`kernel_pairs`) are the one Gaussian KDE on a pixel grid used by the centre bias, the gold
-standard and the empirical fixation maps: a histogram of fixations blurred by a separable
-Gaussian with *reflecting* boundaries, so no probability mass leaves the image.
+The Gaussian KDE behind the empirical maps is `deepgaze_jax.kde`; log-density helpers
+(`log_normalize`, ...) are in `deepgaze_jax.densities`.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
-import scipy.ndimage
 from tqdm import tqdm
 
 from deepgaze_jax.data.fixations import Fixations
+from deepgaze_jax.densities import log_normalize
+from deepgaze_jax.kde import kde_grid, relative_cells
 
 LN2 = float(np.log(2.0))
-TINY = float(np.finfo(np.float64).tiny)
 # Empirical fixation maps for CC / KL / SIM: Gaussian of 1 degree of visual angle, which the
 # MIT saliency benchmark puts at ~35 px on its 1024 px images (8 cycles per image): sigma is
 # 35/1024 of the image's longer side (17.5 px at the 512x384 evaluation size).
@@ -37,86 +34,7 @@ EMPIRICAL_SIGMA_REL = 35.0 / 1024.0
 LogDensityFn = Callable[[int], np.ndarray]
 
 
-# --- grid densities -------------------------------------------------------------------------
-
-
-def safe_log(p: np.ndarray) -> np.ndarray:
-    """Elementwise log with a floor at the smallest normal float64 (no -inf, no warnings)."""
-    return np.log(np.maximum(p, TINY))
-
-
-def log_normalize(log_values: np.ndarray, dtype=np.float64) -> np.ndarray:
-    """``log_values`` shifted so that ``logsumexp == 0`` over all entries.
-
-    The result has ``dtype`` (float64 by default; float32 halves the work on large
-    images); the sum of exponentials is always accumulated in float64.
-    """
-    log_values = np.asarray(log_values, dtype=dtype)
-    peak = log_values.max()
-    return log_values - dtype(peak + np.log(np.exp(log_values - peak).sum(dtype=np.float64)))
-
-
-def log_mean_density(log_densities: Sequence[np.ndarray], dtype=np.float64) -> np.ndarray:
-    """``log(mean_k exp(log_densities[k]))``, normalised: the density of an ensemble of models.
-
-    The models are averaged in probability (as DeepGaze IIE averages its backbones), not in
-    log space. All log densities (nats) must have the same shape; the result has ``dtype``.
-    """
-    if len(log_densities) == 0:
-        raise ValueError("log_mean_density needs at least one log density")
-    shapes = {np.shape(d) for d in log_densities}
-    if len(shapes) != 1:
-        raise ValueError(f"log densities of different shapes cannot be averaged: {sorted(shapes)}")
-    stack = np.stack([np.asarray(d, np.float64) for d in log_densities])
-    peak = stack.max(axis=0)
-    return log_normalize(peak + np.log(np.exp(stack - peak).mean(axis=0)), dtype)
-
-
-@functools.lru_cache(maxsize=32)
-def _blur_matrix(n: int, sigma: float) -> np.ndarray:
-    matrix = scipy.ndimage.gaussian_filter1d(np.eye(n), sigma, axis=0, mode="reflect", truncate=4.0)
-    matrix.setflags(write=False)
-    return matrix
-
-
-def blur_matrix(n: int, sigma: float) -> np.ndarray:
-    """(n, n) float64 matrix of a 1-D Gaussian blur with std ``sigma`` cells, reflecting boundaries.
-
-    Column ``q`` is the blurred unit impulse at cell ``q`` (sums to 1), so ``M @ h`` blurs a
-    histogram ``h`` along its first axis. Cached and read-only.
-    """
-    return _blur_matrix(int(n), float(sigma))
-
-
-def relative_cells(relative: np.ndarray, n: int) -> np.ndarray:
-    """Cell indices (int64) of relative coordinates in [0, 1) on a grid of ``n`` cells."""
-    return np.minimum(np.floor(np.asarray(relative) * n).astype(np.int64), n - 1)
-
-
-def kde_grid(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], sigma_rows: float, sigma_cols: float) -> np.ndarray:
-    """Gaussian KDE of points on an (H, W) grid: (H, W) float64 probabilities summing to 1.
-
-    The points (integer cell indices ``rows``, ``cols``, (n,) each, n >= 1) are histogrammed
-    and blurred separably: ``K_rows @ hist @ K_cols.T`` with `blur_matrix` kernels (std in cells);
-    for few points, the same sum as outer products ``K_rows[:, rows] @ K_cols[:, cols].T``.
-    """
-    k_rows, k_cols = blur_matrix(shape[0], sigma_rows), blur_matrix(shape[1], sigma_cols)
-    if len(rows) < min(shape):
-        return k_rows[:, rows] @ k_cols[:, cols].T / len(rows)
-    hist = np.zeros(shape, dtype=np.float64)
-    np.add.at(hist, (rows, cols), 1.0)
-    return k_rows @ hist @ k_cols.T / len(rows)
-
-
-def kernel_pairs(k_rows: np.ndarray, k_cols: np.ndarray, rows_a, cols_a, rows_b, cols_b) -> np.ndarray:
-    """(A, B) kernel values: the mass that a point at cell ``b`` puts on cell ``a`` in `kde_grid`.
-
-    ``k_rows``, ``k_cols`` are the `blur_matrix` kernels of the grid; evaluating a KDE at a few
-    cells this way is exact (the same numbers as the blurred grid) and needs no grid.
-    """
-    return k_rows[np.asarray(rows_a)[:, None], np.asarray(rows_b)[None, :]] * k_cols[
-        np.asarray(cols_a)[:, None], np.asarray(cols_b)[None, :]
-    ]
+# --- empirical maps --------------------------------------------------------------------------
 
 
 def empirical_map(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], sigma: float | None = None) -> np.ndarray:

@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from deepgaze_jax.backbones import Backbone, get_backbone
-from deepgaze_jax.finalizer import Finalizer, log_softmax_2d
+from deepgaze_jax.densities import resize_log_density
+from deepgaze_jax.finalizer import Finalizer
 from deepgaze_jax.model_io import read_model_file
 from deepgaze_jax.readout import PAPER_FEATURES, Readout
 from deepgaze_jax.xla_options import jit
@@ -43,7 +44,7 @@ class ModelConfig:
     """Everything that fixes a model's architecture (hashable: a static jit argument).
 
     Attributes:
-      backbone: registry name (`backbones.BACKBONES`).
+      backbone: registry name (`backbones.registered()`; `backbones.register` adds one).
       taps: backbone taps to read out; None takes the backbone's default taps.
       readout_features: widths of the 1x1 layers, paper (16, 32, 2, 1); (1,) is linear.
       long_side: longer side of the working space in pixels (paper: 1024 / 2 = 512).
@@ -147,15 +148,14 @@ def density_grid_shape(config: ModelConfig, working_shape: Sequence[int]) -> tup
     return working_shape[0] // config.cell, working_shape[1] // config.cell
 
 
-def centerbias_on_grid(template: jnp.ndarray | None, shape: Sequence[int]) -> jnp.ndarray:
+def centerbias_on_grid(template: np.ndarray | None, shape: Sequence[int]) -> np.ndarray:
     """(th, tw) log density over the unit square -> (H, W) normalised log density on a grid.
 
-    The template is resampled bilinearly in log space and renormalised; None gives uniform.
+    The template is resampled by `densities.resize_log_density`; None gives uniform.
     """
     if template is None:
-        return jnp.full(tuple(shape), -math.log(shape[0] * shape[1]), jnp.float32)
-    resized = jax.image.resize(jnp.asarray(template, jnp.float32), tuple(shape), "linear")
-    return log_softmax_2d(resized[None])[0]
+        return np.full(tuple(shape), -math.log(shape[0] * shape[1]), np.float32)
+    return resize_log_density(np.asarray(template), shape)
 
 
 def head_log_density(config: ModelConfig, head, grid: jnp.ndarray, log_centerbias: jnp.ndarray) -> jnp.ndarray:
@@ -234,6 +234,17 @@ def save_model(params: DeepGazeParams, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
+def save_head(config: ModelConfig, variables, centerbias, path: str | os.PathLike) -> None:
+    """Saves one head's variables (no mixture axis, e.g. a fold's best) as a one-component model.
+
+    ``centerbias`` is the (th, tw) log-density template stored with it; the backbone weights are
+    not stored (`load_model` loads them from the backbone's own source).
+    """
+    head = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], variables)
+    centerbias = None if centerbias is None else jnp.asarray(centerbias, jnp.float32)
+    save_model(DeepGazeParams(backbone_weights={}, head=head, centerbias=centerbias, config=config), path)
+
+
 def load_model(path: str | os.PathLike = "default", backbone_weights=None) -> DeepGazeParams:
     """Loads a model saved by `save_model` (no pickle is ever read; `model_io` validates it all).
 
@@ -267,7 +278,3 @@ def bundled_model_path(name: str) -> Path:
     """The file of bundled model ``name`` (a key of `BUNDLED_MODELS`) inside the package."""
     return Path(__file__).parent / "assets" / BUNDLED_MODELS[name]
 
-
-def default_model_path() -> Path:
-    """The default bundled model's file inside the package."""
-    return bundled_model_path(DEFAULT_MODEL)

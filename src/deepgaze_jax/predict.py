@@ -8,7 +8,8 @@ and the result is mapped back to the image's own H x W:
 
 * if H x W is the working size (e.g. any 512x384 image), by exact nearest
   upsampling of the density grid (`finalizer.expand_to_pixels`);
-* otherwise by bilinear resampling of the log density followed by renormalisation.
+* otherwise by `densities.resize_log_density` (bilinear in log space where it grows,
+  area-summed mass where it shrinks), renormalised.
 
 Images are grouped by working size and run in batches, so one compilation
 serves every image of the same aspect ratio.
@@ -22,23 +23,15 @@ from typing import Sequence, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from deepgaze_jax.finalizer import expand_to_pixels
 from deepgaze_jax.images import ImageLike, load_working_image, to_rgb_uint8
-from deepgaze_jax.metrics import log_mean_density, log_normalize
+from deepgaze_jax.densities import log_mean_density, resize_log_density
 from deepgaze_jax.model import DeepGazeParams, centerbias_on_grid, density_grid_shape, log_density_grid
 from deepgaze_jax.model_io import clean_template
 from deepgaze_jax.xla_options import jit
 
 CenterBiasLike = Union[None, str, np.ndarray]
-
-
-def _resample(log_density: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    resized = Image.fromarray(log_density.astype(np.float32), mode="F").resize(
-        (shape[1], shape[0]), Image.Resampling.BILINEAR
-    )
-    return log_normalize(np.asarray(resized), dtype=np.float32)
 
 
 def _centerbias_template(params: DeepGazeParams, centerbias: CenterBiasLike):
@@ -74,7 +67,7 @@ def predict_density(
     Args:
       params: a model (`load_model()` for the bundled one), or a list of models, whose
         densities are averaged in probability (an ensemble, e.g. ``[load_model("lite0"),
-        load_model("lite2")]``; `metrics.log_mean_density`).
+        load_model("lite2")]``; `densities.log_mean_density`).
       img: one image (path, bytes, PIL image or array (H, W), (H, W, 1|3|4)), a list of
         them, or a (B, H, W, 3) NumPy or JAX array.
       centerbias: None uses the model's own centre bias (uniform if it has none);
@@ -120,7 +113,7 @@ def predict_density(
                 if tuple(originals[i]) == tuple(shape):
                     results[i] = np.asarray(_expand(out[j], config.cell))
                 else:
-                    results[i] = _resample(np.asarray(out[j]), originals[i])
+                    results[i] = resize_log_density(np.asarray(out[j]), originals[i])
     return results[0] if single else results
 
 

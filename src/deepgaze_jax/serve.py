@@ -58,6 +58,7 @@ from waitress.server import TcpWSGIServer
 from werkzeug.exceptions import HTTPException
 
 from deepgaze_jax import images, plotting
+from deepgaze_jax.densities import resize_log_density
 from deepgaze_jax.model import DeepGazeParams
 from deepgaze_jax.predict import predict_density
 
@@ -124,17 +125,6 @@ def fit_size(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
     h, w = shape
     scale = min(1.0, max_side / max(h, w))
     return max(1, round(h * scale)), max(1, round(w * scale))
-
-
-def downsample_log_density(log_density: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(H, W) log density -> (h, w) log density of the mass on each cell (area averaging), logsumexp 0."""
-    if tuple(log_density.shape) == tuple(size):
-        return log_density
-    top = float(log_density.max())
-    relative = Image.fromarray(np.exp(log_density - top).astype(np.float32))
-    mass = np.asarray(relative.resize((size[1], size[0]), Image.Resampling.BOX), np.float64)
-    mass = np.maximum(mass, np.finfo(np.float32).tiny)  # keeps the log finite where the density underflows
-    return (np.log(mass) - np.log(mass.sum())).astype(np.float32)
 
 
 def decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
@@ -337,7 +327,7 @@ def create_app(model: DeepGazeParams, limits: ServiceLimits = ServiceLimits()) -
         size = fit_size(image.shape[:2], DISPLAY_SIDE)
         with plot_lock:
             png = plotting.render_png(
-                plotting.overlay_figure(images.resize(image, size), downsample_log_density(log_density, size))
+                plotting.overlay_figure(images.resize(image, size), resize_log_density(log_density, size))
             )
         return page(
             name=name,
@@ -388,7 +378,7 @@ def create_app(model: DeepGazeParams, limits: ServiceLimits = ServiceLimits()) -
             image = decode_upload(_uploaded_bytes(), max_pixels)
             log_density = density(image)
             if side is not None:
-                log_density = downsample_log_density(log_density, fit_size(log_density.shape, side))
+                log_density = resize_log_density(log_density, fit_size(log_density.shape, side))
             if fmt == "npy":
                 return _npy_response(log_density, image.shape)
             return jsonify(_json_body(log_density, image.shape))

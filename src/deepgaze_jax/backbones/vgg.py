@@ -22,13 +22,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deepgaze_jax.backbones import Backbone, Weights
+from deepgaze_jax import settings
+from deepgaze_jax.backbones import Backbone, Weights, register
 from deepgaze_jax.backbones._ops import cast, conv2d, hwio, normalise, resolve_taps
 from deepgaze_jax.weights import WeightsError, fetch, read_pth
 
 URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 SHA256_PREFIX = "dcbb9e9d"
-ENV_VAR = "DEEPGAZE_JAX_VGG19_WEIGHTS"
+ENV_VAR = settings.weights_variable("vgg19")
 MEAN = tuple(255.0 * m for m in (0.485, 0.456, 0.406))
 STD = tuple(255.0 * s for s in (0.229, 0.224, 0.225))
 
@@ -107,11 +108,12 @@ def features(
     return {tap: outputs[tap] for tap in taps}  # jit returns dicts in sorted key order
 
 
-VGG19 = Backbone(
+VGG19 = register(Backbone(
     name="vgg19",
     taps=DEFAULT_TAPS,
     strides=STRIDES,
     channels=CHANNELS,
     load_weights=load_weights,
     features=features,
-)
+    module=__name__,
+))

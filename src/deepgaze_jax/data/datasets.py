@@ -1,16 +1,18 @@
-"""`Dataset`: stimulus files plus their `Fixations`, MIT1003, and the paper's working space.
+"""`Dataset`: stimulus files plus their `Fixations`, and the paper's working space.
 
 DeepGaze II (paper, sections 2.3 and 3) resizes every MIT1003 image to 1024x768
 (landscape, W >= H) or 768x1024 (portrait), scaling the fixations with it, and
 then downsamples by 2: the model sees 512x384 or 384x512 images (`paper_sizes`).
 Other datasets keep their aspect ratio (`images.working_size`).
+
+Readers of particular file layouts (`nus_mat`, `salicon`, via `matlab`) build `Dataset`s;
+MIT1003 is found by `mit1003`. This module imports none of them.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,17 +23,8 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from deepgaze_jax import images
-from deepgaze_jax.data.fixations import FixationError, Fixations
+from deepgaze_jax.data.fixations import Fixations
 
-log = logging.getLogger(__name__)
-MIT1003_ENV = "DEEPGAZE_JAX_MIT1003"
-MIT1003_SUBJECTS = ("CNG", "ajs", "emb", "ems", "ff", "hp", "jcw", "jw", "kae", "krl", "po", "tmj", "tu", "ya", "zb")
-_MIT1003_SHARED = Path("shared", "datasets", "mit1003")
-
-# MATLAB shows pixel k (1-based) centred on k, i.e. the image spans [0.5, W + 0.5]. Dataset
-# tools filter "inside" loosely (NUS: 0 < fix_x <= W), so a few points lie up to half a pixel
-# outside the image after the shift to 0-based coordinates; those are moved onto the border pixel.
-MATLAB_BORDER_MARGIN = 0.5
 
 Mode = Literal["paper", "aspect"]
 
@@ -103,88 +96,6 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
         raise images.ImageError(f"cannot read image {path}: {exc}") from exc
 
 
-def from_matlab_pixels(fix_x, fix_y, n, image_sizes) -> tuple[np.ndarray, np.ndarray]:
-    """1-based MATLAB pixel coordinates (pixel k centred on k) to the 0-based continuous convention.
-
-    Returns ``(fix_x - 0.5, fix_y - 0.5)``, except that points at most `MATLAB_BORDER_MARGIN`
-    pixels outside their image ``n`` (sizes (I, 2) height, width) are clamped into its
-    border pixel. Farther points and NaNs are returned unchanged, for `Fixations.create`
-    to reject. Inputs are (N,) arrays; outputs are (N,) float64.
-    """
-    x = np.asarray(fix_x, dtype=np.float64) - 0.5
-    y = np.asarray(fix_y, dtype=np.float64) - 0.5
-    sizes = np.asarray(image_sizes, dtype=np.int64).reshape(-1, 2)[np.asarray(n, dtype=np.int64)]
-    return _clamp_margin(x, sizes[:, 1]), _clamp_margin(y, sizes[:, 0])
-
-
-def fixations_from_matlab(
-    fix_x, fix_y, n, image_sizes, source: Path, on_invalid: Literal["raise", "drop"], **kwargs
-) -> Fixations:
-    """`Fixations.create` on MATLAB pixel coordinates (see `from_matlab_pixels`).
-
-    Errors name ``source``; dropped fixations are logged as a warning. ``kwargs`` go to
-    `Fixations.create` (subject, duration, subject_names).
-    """
-    x, y = from_matlab_pixels(fix_x, fix_y, n, image_sizes)
-    try:
-        fixations, report = Fixations.create(x, y, n, image_sizes, on_invalid=on_invalid, **kwargs)
-    except FixationError as exc:
-        raise FixationError(f"{source}: {exc}") from exc
-    if report.dropped:
-        log.warning(
-            "%s: dropped %d invalid fixations (%d NaN/inf, %d out of bounds)",
-            source, report.dropped, report.non_finite, report.out_of_bounds,
-        )
-    return fixations
-
-
-def _clamp_margin(v: np.ndarray, limit: np.ndarray) -> np.ndarray:
-    near = (v >= -MATLAB_BORDER_MARGIN) & (v <= limit + MATLAB_BORDER_MARGIN)
-    return np.where(near, np.clip(v, 0.0, np.nextafter(limit.astype(np.float64), 0)), v)
-
-
-def find_mit1003_root(root: str | os.PathLike | None = None) -> Path:
-    """The MIT1003 folder (holding ``stimuli/`` and ``fixations.mat``).
-
-    ``root`` if given, else ``$DEEPGAZE_JAX_MIT1003``, else the first ``shared/datasets/mit1003``
-    found in the current directory, the package's directory, or any of their parents.
-    """
-    if root is None and os.environ.get(MIT1003_ENV):
-        root, source = os.environ[MIT1003_ENV], f"${MIT1003_ENV}"
-    else:
-        source = "root"
-    if root is not None:
-        path = Path(root).expanduser()
-        missing = [name for name in ("stimuli", "fixations.mat") if not (path / name).exists()]
-        if missing:
-            raise FileNotFoundError(
-                f"MIT1003 folder {path} (from {source}) lacks {' and '.join(missing)}; it must hold "
-                "stimuli/*.jpg and fixations.mat"
-            )
-        return path
-    searched = []
-    for start in (Path.cwd(), Path(__file__).resolve().parent):
-        for folder in (start, *start.parents):
-            candidate = folder / _MIT1003_SHARED
-            if (candidate / "fixations.mat").is_file() and (candidate / "stimuli").is_dir():
-                return candidate
-        searched.append(str(start))
-    raise FileNotFoundError(
-        f"MIT1003 not found: no {_MIT1003_SHARED} in {' or '.join(searched)} or their parents. "
-        f"Set {MIT1003_ENV}=/path/to/mit1003 (the folder with stimuli/ and fixations.mat) or pass root=."
-    )
-
-
-def mit1003(root: str | os.PathLike | None = None, on_invalid: Literal["raise", "drop"] = "raise") -> Dataset:
-    """MIT1003 (1003 images, 15 observers) from its NUS-layout ``fixations.mat``; see `find_mit1003_root`."""
-    from deepgaze_jax.data.nus_mat import load_nus_mat  # nus_mat builds Datasets: import here, not at the top
-
-    path = find_mit1003_root(root)
-    return load_nus_mat(
-        path / "stimuli", path / "fixations.mat", on_invalid=on_invalid, subject_names=MIT1003_SUBJECTS, name="MIT1003"
-    )
-
-
 def paper_sizes(image_sizes) -> np.ndarray:
     """(I, 2) int64 working (height, width) per the paper: 384x512 if W >= H, else 512x384.
 
@@ -229,7 +140,17 @@ def to_working_space(
 
 
 def stimulus_paths(folder: Path, names: Sequence[str], described_in: Path) -> tuple[Path, ...]:
-    """``folder / name`` for each name; raises naming the first missing files and ``described_in``."""
+    """``folder / name`` for each name; raises naming the first missing files and ``described_in``.
+
+    A name that leaves ``folder`` (absolute, or climbing out with ``..``) is a `DatasetFormatError`:
+    a fixations file only ever names images inside its stimuli folder.
+    """
+    outside = [name for name in names if _leaves_folder(name)]
+    if outside:
+        raise DatasetFormatError(
+            f"{described_in} names {len(outside)} image(s) outside the stimuli folder {folder}, e.g. "
+            f"{', '.join(map(repr, outside[:3]))}; image names must be relative paths inside that folder"
+        )
     paths = tuple(folder / name for name in names)
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
@@ -237,3 +158,38 @@ def stimulus_paths(folder: Path, names: Sequence[str], described_in: Path) -> tu
             f"{len(missing)} image(s) listed in {described_in} are missing, e.g. {', '.join(missing[:3])}"
         )
     return paths
+
+
+def _leaves_folder(name: str) -> bool:
+    """Whether the relative file name ``name`` points outside its folder (judged on the text, not the disk)."""
+    normal = os.path.normpath(str(name).replace("\\", "/"))
+    return os.path.isabs(normal) or normal == ".." or normal.startswith("../")
+
+
+def find_dataset_root(
+    name: str, root: str | os.PathLike | None, variable: str, required: Sequence[str], layout: str
+) -> Path:
+    """A dataset's folder: ``root``, else ``$variable``, else the first ``shared/datasets/<name>``.
+
+    The shared folder is searched in the current directory, the package's directory and
+    their parents. The folder must hold every path of ``required``; ``layout`` describes
+    it for the error message.
+    """
+    from deepgaze_jax import settings
+
+    given, source = (root, "root") if root is not None else (settings.get(variable), f"${variable}")
+    if given is not None:
+        path = Path(given).expanduser()
+        missing = [r for r in required if not (path / r).exists()]
+        if missing:
+            raise FileNotFoundError(f"{name} folder {path} (from {source}) lacks {' and '.join(missing)}; it must hold {layout}")
+        return path
+    shared = Path("shared", "datasets", name.lower())
+    starts = (Path.cwd(), Path(__file__).resolve().parent)
+    for folder in (f / shared for start in starts for f in (start, *start.parents)):
+        if all((folder / r).exists() for r in required):
+            return folder
+    raise FileNotFoundError(
+        f"{name} not found: no {shared} in {' or '.join(map(str, starts))} or their parents. "
+        f"Set {variable}=/path/to/{name.lower()} (the folder with {layout}) or pass root=."
+    )

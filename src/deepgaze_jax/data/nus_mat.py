@@ -8,7 +8,7 @@ is a 1x1 struct with fields
   ``fix_x``, ``fix_y`` (1-based MATLAB pixel coordinates, pixel k centred on k) and
   ``fix_duration`` (ms). Observer ``j`` is the same person on every image.
 
-Coordinates convert with `datasets.from_matlab_pixels` (``x = fix_x - 0.5``). The NUS
+Coordinates convert with `matlab.from_matlab_pixels` (``x = fix_x - 0.5``). The NUS
 tools keep fixations with ``0 < fix_x <= W``, which reaches half a pixel past the left
 and top edges after the shift; those few points (one in MIT1003) are clamped onto the
 border pixel, as the NUS fixation-map code does with ``max(1, round(fix_x))``.
@@ -24,56 +24,14 @@ from typing import Literal
 
 import numpy as np
 import scipy.io
-from scipy.io.matlab import mat_struct
 
-from deepgaze_jax.data.datasets import (
-    Dataset,
-    DatasetFormatError,
-    fixations_from_matlab,
-    read_image_size,
-    stimulus_paths,
-)
+from deepgaze_jax.data.datasets import Dataset, DatasetFormatError, read_image_size, stimulus_paths
+from deepgaze_jax.data.matlab import cells, field, fixations_from_matlab, read_mat, vector
 
-# read_mat, cells, field and vector are generic MATLAB-reading helpers, shared with salicon.py.
 _LAYOUT = "fixations{i}.img and fixations{i}.subjects{j}.fix_x / fix_y / fix_duration"
 
 # One observer's data: fix_x, fix_y (MATLAB pixels) and fix_duration (ms), each (n,).
 SubjectFixations = tuple[Sequence[float], Sequence[float], Sequence[float]]
-
-
-def read_mat(path: str | os.PathLike) -> dict:
-    """``scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)`` with errors naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"MATLAB file {path} does not exist")
-    try:
-        return scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
-    except NotImplementedError as exc:  # scipy cannot read v7.3 (HDF5) files
-        raise DatasetFormatError(f"{path}: {exc}; re-save it in MATLAB with save(..., '-v7')") from exc
-    except Exception as exc:  # scipy raises assorted errors (IndexError, MatReadError, ...) on corrupt files
-        raise DatasetFormatError(f"{path} is not a readable MATLAB v5 file: {exc}") from exc
-
-
-def cells(value) -> list:
-    """The elements of a squeezed MATLAB cell/struct array (a lone element comes back unwrapped)."""
-    return list(value.ravel()) if isinstance(value, np.ndarray) else [value]
-
-
-def field(struct, name: str, where: str):
-    """``struct.name``, or a `DatasetFormatError` saying ``where`` it is missing."""
-    if not isinstance(struct, mat_struct):
-        raise DatasetFormatError(f"{where} should be a struct, got {type(struct).__name__}")
-    if name not in struct._fieldnames:
-        raise DatasetFormatError(f"{where} has no field {name!r} (fields: {', '.join(struct._fieldnames)})")
-    return getattr(struct, name)
-
-
-def vector(value, where: str) -> np.ndarray:
-    """A numeric MATLAB array (scalar, empty, row or column) as a float64 (n,) vector."""
-    try:
-        return np.asarray(value, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise DatasetFormatError(f"{where} should be numeric, got {value!r}") from exc
 
 
 def load_nus_mat(

@@ -12,7 +12,7 @@ The release (NUS-VIP/predicting-human-gaze-beyond-pixels, ``data/``) holds
   into pseudo-fixations (`mouse_fixations`).
 
 Coordinates become 0-based continuous pixels with ``x = matlab_x - 0.5`` (the centre of
-pixel ``matlab_x``; `datasets.from_matlab_pixels`).
+pixel ``matlab_x``; `matlab.from_matlab_pixels`).
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
-from deepgaze_jax.data.datasets import Dataset, DatasetFormatError, fixations_from_matlab, read_image_size
+from deepgaze_jax import settings
+from deepgaze_jax.data.datasets import Dataset, DatasetFormatError, find_dataset_root, read_image_size
 from deepgaze_jax.data.mouse_fixations import PseudoFixationConfig, pseudo_fixations, trajectory_starts
-from deepgaze_jax.data.nus_mat import field, load_nus_mat, read_mat, vector
+from deepgaze_jax.data.matlab import field, fixations_from_matlab, read_mat, vector
+from deepgaze_jax.data.nus_mat import load_nus_mat
 
-OSIE_ENV = "DEEPGAZE_JAX_OSIE"
+OSIE_ENV = settings.OSIE
 MOUSE_SOURCES = {"amt": "mouse_amt", "lab": "mouse_lab"}  # source name -> release folder
-_SHARED = Path("shared", "datasets", "osie")
 _REQUIRED = ("stimuli", "eye/fixations.mat")
 
 
@@ -46,33 +47,14 @@ class MouseRecording:
     order: np.ndarray
 
 
-def _missing(path: Path) -> list[str]:
-    return [name for name in _REQUIRED if not (path / name).exists()]
-
-
 def find_osie_root(root: str | os.PathLike | None = None) -> Path:
     """The OSIE folder (with ``stimuli/`` and ``eye/fixations.mat``).
 
     ``root`` if given, else ``$DEEPGAZE_JAX_OSIE``, else the first ``shared/datasets/osie``
     in the current directory, the package's directory, or any of their parents.
     """
-    given = root if root is not None else os.environ.get(OSIE_ENV) or None
-    if given is not None:
-        path = Path(given).expanduser()
-        if _missing(path):
-            raise FileNotFoundError(
-                f"OSIE folder {path} lacks {' and '.join(_missing(path))}; point root= or ${OSIE_ENV} at the "
-                "release's data/ folder (stimuli/, eye/fixations.mat, mouse_amt/, mouse_lab/)"
-            )
-        return path
-    starts = (Path.cwd(), Path(__file__).resolve().parent)
-    for folder in (f for start in starts for f in (start, *start.parents)):
-        if not _missing(folder / _SHARED):
-            return folder / _SHARED
-    raise FileNotFoundError(
-        f"OSIE not found: no {_SHARED} in {' or '.join(map(str, starts))} or their parents. "
-        f"Set {OSIE_ENV}=/path/to/osie (the folder with stimuli/ and eye/fixations.mat) or pass root=."
-    )
+    layout = "the release's data/ folder: stimuli/, eye/fixations.mat, mouse_amt/, mouse_lab/"
+    return find_dataset_root("OSIE", root, OSIE_ENV, _REQUIRED, layout)
 
 
 def osie_eye(root: str | os.PathLike | None = None, on_invalid: Literal["raise", "drop"] = "raise") -> Dataset:

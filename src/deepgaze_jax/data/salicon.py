@@ -28,14 +28,8 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
-from deepgaze_jax.data.datasets import (
-    Dataset,
-    DatasetFormatError,
-    fixations_from_matlab,
-    read_image_size,
-    stimulus_paths,
-)
-from deepgaze_jax.data.nus_mat import cells, field, read_mat, vector
+from deepgaze_jax.data.datasets import Dataset, DatasetFormatError, read_image_size, stimulus_paths
+from deepgaze_jax.data.matlab import cells, field, fixations_from_matlab, read_mat, vector
 
 EDITIONS = ("2015", "2017")
 SPLIT_DIRS = {"train": "train", "validation": "val"}  # TFDS split name -> release folder
@@ -113,7 +107,7 @@ def load_salicon(
 ) -> Dataset:
     """One split ("train" or "validation") of a SALICON edition, images sorted by name.
 
-    Fixations are in original image pixels (``x = fix_x - 0.5``, see `datasets.from_matlab_pixels`);
+    Fixations are in original image pixels (``x = fix_x - 0.5``, see `matlab.from_matlab_pixels`);
     image sizes are the files' ``resolution`` (checked against the JPEG headers).
     """
     if split not in SPLIT_DIRS:

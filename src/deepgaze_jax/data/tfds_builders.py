@@ -30,7 +30,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
-from deepgaze_jax.data import datasets, osie, salicon
+from deepgaze_jax.data import datasets, mit1003, osie, salicon
 from deepgaze_jax.data.datasets import Dataset
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class Mit1003(_FixationBuilder):
     WITH_DURATION = True
     RELEASE_NOTES = {"1.0.0": "Paper working space, NUS fixations.mat (1003 images, 104,171 fixations)."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
-Point manual_dir (or ${datasets.MIT1003_ENV}) at a folder with stimuli/*.jpg (the 1003 MIT1003
+Point manual_dir (or ${mit1003.MIT1003_ENV}) at a folder with stimuli/*.jpg (the 1003 MIT1003
 images, .jpg names as in fixations.mat) and fixations.mat in the NUS layout (NUS-VIP/ksvd-saliency,
 data/mit/). Without a manual_dir, shared/datasets/mit1003 beside the checkout is used if present.
 """
@@ -137,11 +137,11 @@ data/mit/). Without a manual_dir, shared/datasets/mit1003 beside the checkout is
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         try:
-            root = datasets.find_mit1003_root(_manual_dir(dl_manager))
+            root = mit1003.find_mit1003_root(_manual_dir(dl_manager))
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"{exc}\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}") from exc
         log.info("building MIT1003 from %s", root)
-        return {"train": self._generate_examples(dataset=datasets.mit1003(root))}
+        return {"train": self._generate_examples(dataset=mit1003.mit1003(root))}
 
     def _generate_examples(self, dataset: Dataset):
         yield from self._examples(dataset, datasets.paper_sizes(dataset.image_sizes))

@@ -1,0 +1,171 @@
+"""Experiment configurations (one file per reported run, big_vision style) and shared options.
+
+Each ``experiments/configs/<name>.py`` has ``get_config() -> Experiment`` (model config,
+training config, folds, seeds) and its run command in the docstring; the runners take
+``--config <name>``, whose values become the defaults of the other flags (flags given
+explicitly still win). `NAMES` lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+import jax
+
+from deepgaze_jax.backbones import BACKBONES
+from deepgaze_jax.model import ModelConfig
+from deepgaze_jax.readout import LINEAR_FEATURES, PAPER_FEATURES
+from deepgaze_jax.training import TrainConfig
+
+READOUTS = {"paper": PAPER_FEATURES, "linear": LINEAR_FEATURES}
+DEFAULT_CACHE_DIR = Path("cache/features")
+
+
+NAMES = ("lite0", "lite2", "ensemble")
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """One reported run.
+
+    Attributes:
+      model: the model configuration (built by `model_config`, so ``--backbone`` / ``--readout`` express it).
+      training: the training configuration; its ``seed`` is the initialisation seed.
+      folds: crossvalidation folds over the images.
+      fold_seed: seed of the split of images into folds.
+      workdir: where the run writes (``--workdir`` default).
+      members: for an ensemble, the names of the configurations whose runs it averages.
+    """
+
+    model: ModelConfig
+    training: TrainConfig
+    folds: int = 10
+    fold_seed: int = 0
+    workdir: Path = Path("runs/crossval")
+    members: tuple[str, ...] = ()
+
+
+def get(name: str) -> Experiment:
+    """The experiment of ``experiments/configs/<name>.py``."""
+    if name not in NAMES:
+        raise ValueError(f"unknown experiment config {name!r}; choose one of {', '.join(NAMES)}")
+    return importlib.import_module(f"experiments.configs.{name}").get_config()
+
+
+def flag_defaults(experiment: Experiment) -> dict:
+    """The flag values (argparse dests) that reproduce ``experiment``'s model and training configs."""
+    readout = next((k for k, v in READOUTS.items() if v == experiment.model.readout_features), None)
+    if readout is None or model_config(experiment.model.backbone, readout) != experiment.model:
+        raise ValueError(f"{experiment.model} is not expressible by --backbone / --readout; build it with model_config")
+    t = experiment.training
+    flags = TrainConfig(optimizer=t.optimizer, max_epochs=t.max_epochs, learning_rate=t.learning_rate,
+                        batch_size=t.batch_size, weight_decay=t.weight_decay, seed=t.seed)
+    if flags != t:
+        raise ValueError(f"{t} sets fields the training flags cannot; leave them at their defaults")
+    return dict(
+        backbone=experiment.model.backbone, readout=readout, optimizer=t.optimizer, max_epochs=t.max_epochs,
+        learning_rate=t.learning_rate, batch_size=t.batch_size, weight_decay=t.weight_decay, folds=experiment.folds,
+        config_fold_seed=experiment.fold_seed, config_init_seed=t.seed,
+    )
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)`` with ``--config``'s values as defaults, and the seeds resolved.
+
+    Seeds: ``--fold-seed`` / ``--init-seed`` if given, else ``--seed`` (both), else the config's, else 0.
+    """
+    known, _ = parser.parse_known_args(argv)
+    if known.config is not None:
+        parser.set_defaults(**flag_defaults(get(known.config)))
+    args = parser.parse_args(argv)
+    args.fold_seed = next(s for s in (args.fold_seed, args.seed, args.config_fold_seed) if s is not None)
+    args.init_seed = next(s for s in (args.init_seed, args.seed, args.config_init_seed) if s is not None)
+    return args
+
+
+def model_config(backbone: str = "efficientnet_lite0", readout: str = "paper") -> ModelConfig:
+    """The paper's model on ``backbone`` with the paper's (16-32-2-1) or a linear (DeepGaze I) readout."""
+    return ModelConfig(backbone=backbone, readout_features=READOUTS[readout])
+
+
+def add_model_and_training_args(parser: argparse.ArgumentParser) -> None:
+    """--config, --backbone, --readout, --optimizer, --max-epochs, seeds, --cache-dir, --batch-size, --learning-rate.
+
+    Parse with `parse_args`, which applies ``--config`` and resolves the seeds.
+    """
+    parser.add_argument("--config", choices=NAMES, default=None, help="an experiments/configs/<name>.py as defaults")
+    parser.add_argument("--backbone", default="efficientnet_lite0", help=f"one of {', '.join(BACKBONES)}")
+    parser.add_argument("--readout", default="paper", choices=sorted(READOUTS), help="paper 16-32-2-1 or linear (DeepGaze I)")
+    parser.add_argument("--optimizer", default="lbfgs", choices=("lbfgs", "adam"))
+    parser.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
+    parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate, help="Adam only")
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="Adam only: images per step")
+    parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay, help="L2 on readout weights")
+    parser.add_argument("--seed", type=int, default=None, help="sets both --fold-seed and --init-seed (default 0)")
+    parser.add_argument("--fold-seed", type=int, default=None, help="seed of the split into folds (default 0)")
+    parser.add_argument("--init-seed", type=int, default=None, help="seed of the readout initialisation (default 0)")
+    parser.set_defaults(config_fold_seed=0, config_init_seed=0)
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="feature cache directory")
+    parser.add_argument(
+        "--distributed", action="store_true",
+        help="multi-host: call jax.distributed.initialize() first (run the same command on every host)",
+    )
+
+
+def start(args: argparse.Namespace) -> None:
+    """Logging, and on ``--distributed`` the multi-host runtime (before any other JAX call)."""
+    if args.distributed:
+        jax.distributed.initialize()
+    setup_logging()
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        optimizer=args.optimizer,
+        max_epochs=args.max_epochs,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        weight_decay=args.weight_decay,
+        seed=args.init_seed,
+    )
+
+
+def setup_logging() -> None:
+    """INFO lines with timestamps on stdout (``force``: an imported library may have configured logging)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout, force=True)
+    for noisy in ("absl", "orbax", "jax"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def write_crossval_report(
+    workdir: Path, dataset, fixations, cell: int, num_folds: int, seed: int, title: str, **extra
+) -> dict:
+    """Scores ``workdir``'s held-out predictions, draws the figures, writes ``report.json`` / ``report.md``.
+
+    ``dataset`` is the MIT1003 `datasets` object, ``fixations`` in its working space;
+    ``extra`` (the command, timings) is stored in the report as given.
+    """
+    from deepgaze_jax import report as reports
+    from deepgaze_jax.data import datasets
+
+    report = reports.crossval_report(workdir, fixations, dataset.image_sizes, cell, num_folds, seed)
+    report.update(extra)
+    sizes = datasets.working_sizes(dataset.image_sizes, mode="paper")
+    report["figures"] = reports.write_figures(
+        workdir, report, lambda i: dataset.load_image(i, size=tuple(sizes[i])), fixations, cell
+    )
+    (workdir / "report.json").write_text(json.dumps(report, indent=1))
+    (workdir / "report.md").write_text(reports.report_markdown(report, title))
+    overall = report["overall"]
+    logging.getLogger("experiments").info(
+        f"held-out: LL {overall['ll_bits']:.3f} bits/fix, IG {overall['ig_bits']:.3f} bits/fix, "
+        f"IG explained {overall['ig_explained_pct']:.1f}%, AUC {overall['auc']:.4f}, sAUC {overall['sauc']:.4f}; "
+        f"report in {workdir / 'report.md'}"
+    )
+    return report

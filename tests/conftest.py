@@ -1,0 +1,44 @@
+"""Fixtures shared by several test modules."""
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from deepgaze_jax import crossvalidation as cv
+from deepgaze_jax.training import TrainConfig
+from synthetic import CONFIG, NUS_SIZES, make_data
+
+FINISHED_TRAIN = TrainConfig(max_epochs=3)
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory):
+    """(data, workdir, mixture) of a finished 3-fold crossvalidation on 12 synthetic images."""
+    grids, _, fixations = make_data(num_images=12)
+    workdir = tmp_path_factory.mktemp("cv")
+    data = cv.FoldData(grids, fixations)
+    combined = cv.run_crossvalidation(data, CONFIG, FINISHED_TRAIN, workdir, num_folds=3, seed=0, log=lambda _: None)
+    return data, workdir, combined
+
+
+@pytest.fixture(scope="session")
+def nus_dataset(tmp_path_factory):
+    """4 images, 3 observers looking near one image-specific spot; observer 2 makes one fixation
+    on image 0 (MATLAB scalars) and none on image 1 (empty arrays)."""
+    root = tmp_path_factory.mktemp("nus")
+    (root / "stimuli").mkdir()
+    rng = np.random.default_rng(0)
+    entries = np.zeros(len(NUS_SIZES), dtype=[("img", object), ("subjects", object)])
+    for i, (h, w) in enumerate(NUS_SIZES):
+        name = f"img{i}.jpg"
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "stimuli" / name)
+        spot = rng.uniform([10, 10], [w - 10, h - 10])
+        subjects = np.empty((3, 1), dtype=object)
+        for s in range(3):
+            count = {(0, 2): 1, (1, 2): 0}.get((i, s), 6)
+            xy = np.clip(spot + rng.normal(0, 3, (count, 2)), 1, [w, h])  # MATLAB pixels 1..W
+            subjects[s, 0] = {"fix_x": xy[:, 0], "fix_y": xy[:, 1], "fix_duration": np.full(count, 250.0)}
+        entries[i] = (name, subjects)
+    scipy.io.savemat(root / "fixations.mat", {"fixations": entries})
+    return root
