@@ -1,12 +1,17 @@
-"""The evaluate command on the generated NUS-layout dataset (`nus_dataset`, conftest)."""
+"""The evaluate command on the generated NUS-layout dataset (`nus_dataset`, conftest) and a CSV dataset."""
 
 import argparse
+import csv
 import json
 
+import jax
 import numpy as np
 import pytest
+from PIL import Image
 
-from deepgaze_jax import evaluate_cli
+import fake_backbone  # noqa: F401  (registers ModelConfig(backbone="fake"))
+from deepgaze_jax import ModelConfig, cli, evaluate, evaluate_cli, init_params, save_model
+from deepgaze_jax.data.formats import load_fixations
 
 
 def parse(argv):
@@ -27,7 +32,7 @@ def test_cli_writes_report(nus_dataset, tmp_path, capsys):
 
     report = json.loads(out.read_text())
     assert report["num_images"] == 4 and report["num_fixations"] == 4 * 3 * 6 - 5 - 6
-    assert report["mode"] == "paper" and report["model"] == "centerbias"
+    assert report["mode"] == "paper" and report["model"] == ["centerbias"]
     assert list(report["scores"]) == ["uniform", "centerbias", "goldstandard"]
     keys = {"ll_bits", "ll_bits_imgavg", "ig_bits", "ig_explained_pct", "auc", "auc_imgavg", "auc_judd", "sauc",
             "nss", "cc", "kl_nats", "sim", "baseline_ll_bits", "gold_ll_bits"}  # fmt: skip
@@ -45,3 +50,62 @@ def test_cli_writes_report(nus_dataset, tmp_path, capsys):
     assert report["per_image"]["image"] == [f"img{i}.jpg" for i in range(4)]
     assert len(report["per_image"]["centerbias"]["auc"]) == 4 and len(report["per_image"]["goldstandard"]["ll_bits"]) == 4
     assert (tmp_path / "cb.npz").exists()
+
+
+@pytest.fixture(scope="module")
+def csv_dataset(tmp_path_factory):
+    """Three images and a CSV table of 8 fixations on each, near an image-specific spot."""
+    root = tmp_path_factory.mktemp("csv")
+    (root / "stimuli").mkdir()
+    rng = np.random.default_rng(1)
+    lines = ["image,x,y,subject"]
+    for i, (h, w) in enumerate([(48, 64), (64, 48), (48, 64)]):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / "stimuli" / f"im{i}.png")
+        spot = rng.uniform([8, 8], [w - 8, h - 8])
+        for k, (x, y) in enumerate(np.clip(spot + rng.normal(0, 4, (8, 2)), 0, [w - 0.5, h - 0.5])):
+            lines.append(f"im{i}.png,{x:.2f},{y:.2f},s{k % 2}")
+    (root / "fixations.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    """Two different fake-backbone models."""
+    folder = tmp_path_factory.mktemp("models")
+    paths = [folder / f"fake_{seed}.npz" for seed in (0, 1)]
+    for seed, path in zip((0, 1), paths):
+        save_model(init_params(ModelConfig(backbone="fake"), jax.random.PRNGKey(seed)), path)
+    return paths
+
+
+def test_cli_ensemble_on_a_csv_dataset_writes_per_image_rows(csv_dataset, model_files, tmp_path, capsys):
+    """Two --model files are averaged in probability: by Jensen the ensemble's LL is at least the mean of
+    the members' LLs, and it is neither member's."""
+    out, per_image = tmp_path / "report.json", tmp_path / "rows" / "per_image.csv"
+    argv = ["evaluate", "--stimuli", str(csv_dataset / "stimuli"), "--fixations", str(csv_dataset / "fixations.csv"),
+            "--model", str(model_files[0]), "--model", str(model_files[1]), "--out", str(out),
+            "--per-image", str(per_image), "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert "sauc_no_centerbias" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["model"] == [str(p) for p in model_files] and report["num_fixations"] == 24
+    ensemble = report["scores"]["model"]
+    assert np.isfinite(ensemble["sauc_no_centerbias"]) and 0 <= ensemble["sauc_no_centerbias"] <= 1
+
+    dataset = load_fixations(csv_dataset / "fixations.csv", csv_dataset / "stimuli")
+    from deepgaze_jax.model import load_model
+
+    members = [
+        evaluate.evaluate_dataset(dataset, evaluate_cli.image_model(load_model(p)), progress=False)["scores"]["model"]
+        for p in model_files
+    ]
+    assert ensemble["ll_bits"] >= np.mean([m["ll_bits"] for m in members]) - 1e-6
+    assert all(abs(ensemble["ll_bits"] - m["ll_bits"]) > 1e-6 for m in members)
+
+    with per_image.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["image"] for r in rows] == ["im0.png", "im1.png", "im2.png"]
+    assert [int(r["num_fixations"]) for r in rows] == [8, 8, 8]
+    for key in ("model_ll_bits", "model_ig_bits", "model_auc", "model_sauc", "model_sauc_no_centerbias", "model_nss"):
+        np.testing.assert_allclose([float(r[key]) for r in rows], report["per_image"]["model"][key[len("model_"):]])
+    assert not list(per_image.parent.glob(".*tmp"))  # written atomically, no leftovers

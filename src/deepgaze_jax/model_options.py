@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model`` (repeatable: an ensemble averaged in probability) on ``parser``."""
+def add_model_arguments(parser: argparse.ArgumentParser, also: str = "") -> None:
+    """``--model`` (repeatable: an ensemble averaged in probability) on ``parser``; ``also`` extends its help."""
     parser.add_argument(
         "--model", action="append", default=None,
-        help="model .npz or bundled name (lite0 = default, lite2); repeat it for an ensemble averaged in probability",
+        help="model .npz or bundled name (lite0 = default, lite2); repeat it for an ensemble averaged in probability"
+        + also,
     )
 
 
