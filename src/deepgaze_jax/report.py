@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import jax
@@ -21,7 +22,7 @@ from deepgaze_jax.baselines import fit_baselines
 from deepgaze_jax.crossvalidation import fold_assignment, load_heldout
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.finalizer import expand_to_pixels
-from deepgaze_jax.metrics import evaluate_log_densities
+from deepgaze_jax.metrics import SAUC_NO_CENTERBIAS, evaluate_log_densities, sauc_no_centerbias
 from deepgaze_jax.plotting import plot_ig_scatter, plot_samples
 
 
@@ -34,7 +35,8 @@ def subset_scores(result: dict, fixations: Fixations, images: np.ndarray) -> dic
     def mean(key):
         return float(np.sum(result[f"per_image_{key}"][keep] * w))
 
-    scores = {key: mean(key) for key in ("ll_bits", "baseline_ll_bits", "gold_ll_bits", "auc", "sauc", "nss")}
+    keys = ("ll_bits", "baseline_ll_bits", "gold_ll_bits", "auc", "sauc", "nss", SAUC_NO_CENTERBIAS)
+    scores = {key: mean(key) for key in keys if f"per_image_{key}" in result}
     scores["ig_bits"] = scores["ll_bits"] - scores["baseline_ll_bits"]
     gold_ig = scores["gold_ll_bits"] - scores["baseline_ll_bits"]
     scores["gold_ig_bits"] = gold_ig
@@ -52,13 +54,17 @@ def crossval_report(
     num_folds: int = 10,
     seed: int = 0,
     progress: bool = True,
+    heldout_no_centerbias: Mapping[int, np.ndarray] | None = None,
 ) -> dict:
     """Scores of the held-out predictions: per fold, overall, and on the paper's 463 1024x768 images.
 
     ``fixations`` are in working space; ``original_sizes`` (I, 2) the images' original
     (height, width) (the paper's subset is the images of original size 768 x 1024).
     LL and IG in bits per fixation over uniform / over the leave-one-image-out centre
-    bias, IG explained in % of the gold standard's IG, AUC and shuffled AUC.
+    bias, IG explained in % of the gold standard's IG, AUC and shuffled AUC (of the
+    density with the fold's centre bias). ``heldout_no_centerbias`` (image index -> held-out
+    log density on the density grid computed with a uniform prior) adds the paper's
+    benchmark-style ``sauc_no_centerbias``; without it that score is left out.
     """
     workdir = Path(workdir)
     heldout = load_heldout(workdir, num_folds)
@@ -72,6 +78,8 @@ def crossval_report(
         progress=progress,
         desc="held-out",
     )
+    if heldout_no_centerbias is not None:
+        result.update(_sauc_no_centerbias(heldout_no_centerbias, fixations, cell, progress))
     centerbias = baselines.centerbias
     paper = np.flatnonzero(np.all(np.asarray(original_sizes) == (768, 1024), axis=1))
     histories = [_history(workdir, k) for k in range(num_folds)]
@@ -92,6 +100,17 @@ def crossval_report(
         "centerbias_fit": {"bandwidth_rel": centerbias.bandwidth, "uniform_weight": centerbias.uniform_weight},
         "goldstandard_fit": dataclasses.asdict(baselines.gold),
     }
+
+
+def _sauc_no_centerbias(grids: Mapping[int, np.ndarray], fixations: Fixations, cell: int, progress: bool) -> dict:
+    """`metrics.sauc_no_centerbias` of held-out density grids without centre bias (one per image with fixations)."""
+    missing = [int(i) for i in np.flatnonzero(fixations.counts_per_image() > 0) if int(i) not in grids]
+    if missing:
+        raise ValueError(
+            f"heldout_no_centerbias lacks {len(missing)} image(s) with fixations, e.g. {missing[:5]}; "
+            "give a held-out density without centre bias for every image"
+        )
+    return sauc_no_centerbias(lambda i: np.asarray(expand_to_pixels(grids[i], cell)), fixations, progress)
 
 
 HISTORY_KEYS = ("epochs", "best_epoch", "s_per_epoch", "train_s")
@@ -136,7 +155,10 @@ def report_markdown(report: dict, title: str) -> str:
     """The report as Markdown tables (bits per fixation; IG explained in %)."""
     cols = ("num_images", "ll_bits", "baseline_ll_bits", "gold_ll_bits", "ig_bits", "ig_explained_pct", "auc", "sauc")
     head = "| | images | LL | LL centre bias | LL gold | IG | IG explained % | AUC | sAUC |"
-    lines = [f"# {title}", "", "LL: bits/fixation over uniform; IG: over the leave-one-image-out centre bias.", "",
+    if SAUC_NO_CENTERBIAS in report["overall"]:
+        cols, head = cols + (SAUC_NO_CENTERBIAS,), head + " sAUC without centre bias |"
+    lines = [f"# {title}", "", "LL: bits/fixation over uniform; IG: over the leave-one-image-out centre bias; "
+             "sAUC of the density with the centre bias (without it: the paper's Table 1 convention).", "",
              head, "|" + "---|" * (len(cols) + 1)]
 
     def row(name, s):
