@@ -109,3 +109,62 @@ def test_cli_ensemble_on_a_csv_dataset_writes_per_image_rows(csv_dataset, model_
     for key in ("model_ll_bits", "model_ig_bits", "model_auc", "model_sauc", "model_sauc_no_centerbias", "model_nss"):
         np.testing.assert_allclose([float(r[key]) for r in rows], report["per_image"]["model"][key[len("model_"):]])
     assert not list(per_image.parent.glob(".*tmp"))  # written atomically, no leftovers
+
+
+def _broken_dataset(root, case):
+    """A stimuli folder and a fixations.mat that is wrong in the way ``case`` names."""
+    from scipy.io import savemat
+
+    from deepgaze_jax.data.nus_mat import save_nus_mat
+
+    (root / "stimuli").mkdir()
+    Image.new("RGB", (64, 48)).save(root / "stimuli" / "a.png")
+    mat = root / "fixations.mat"
+    subjects = {
+        "no_fixations": [([], [], []), ([], [], [])],
+        "out_of_bounds": [([10, 400], [10, 20], [200, 200])],
+    }.get(case, [([10, 20], [10, 20], [200, 200])])
+    save_nus_mat(mat, [("missing.png" if case == "missing_stimulus" else "a.png", subjects)])
+    if case == "bad_field":
+        entries = np.empty((1, 1), dtype=object)
+        entries[0, 0] = {"img": "a.png", "observers": np.zeros((1, 1))}
+        savemat(mat, {"fixations": entries})
+    if case == "unreadable":
+        mat.write_bytes(b"MATLAB 5.0 MAT-file" + bytes(range(256)) * 3)
+    return root
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [("no_fixations", "no fixations"), ("out_of_bounds", "out of bounds"), ("missing_stimulus", "missing.png"),
+     ("bad_field", "subjects"), ("unreadable", "not a readable MATLAB"), ("no_file", "does not exist")],
+)  # fmt: skip
+def test_bad_input_is_one_line_on_stderr(tmp_path, capsys, case, message):
+    """Each bad input ends with exit status 1 and one line ``deepgaze-jax evaluate: ...``; no table, no report."""
+    root = _broken_dataset(tmp_path, case)
+    fixations = root / ("nothing.mat" if case == "no_file" else "fixations.mat")
+    out = tmp_path / "report.json"
+    argv = ["evaluate", "--stimuli", str(root / "stimuli"), "--fixations", str(fixations), "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""  # the error comes before any scoring
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deepgaze-jax evaluate: ") and message in lines[0]
+    assert not out.exists()
+
+
+def test_bad_model_file_is_one_line_on_stderr(nus_dataset, tmp_path, capsys):
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not a zip")
+    for model in (str(tmp_path / "absent.npz"), str(tmp_path / "broken.npz")):
+        argv = ["evaluate", "--stimuli", str(nus_dataset / "stimuli"), "--fixations", str(nus_dataset / "fixations.mat"),
+                "--model", model, "--out", str(tmp_path / "r.json"), "--no-progress"]  # fmt: skip
+        assert cli.main(argv) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("deepgaze-jax evaluate: ") and model in err[0]
+
+
+def test_centerbias_fit_without_a_model_is_refused(nus_dataset, tmp_path, capsys):
+    argv = ["evaluate", "--stimuli", str(nus_dataset / "stimuli"), "--fixations", str(nus_dataset / "fixations.mat"),
+            "--centerbias", "fit", "--out", str(tmp_path / "r.json"), "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 1
+    assert "--model" in capsys.readouterr().err
