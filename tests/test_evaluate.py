@@ -59,14 +59,16 @@ def test_evaluate_dataset_with_a_model(dataset, scored):
     assert [prior for _, prior in calls].count("uniform") == 4
     scores = report["scores"]["model"]
     assert scores["ll_bits"] > report["scores"]["centerbias"]["ll_bits"]
-    assert scores["ig_explained_pct"] == pytest.approx(100 * scores["ig_bits"] / report["scores"]["goldstandard"]["ig_bits"])
+    gold_ig_bits = report["scores"]["goldstandard"]["ig_bits"]
+    assert scores["ig_explained_pct"] == pytest.approx(100 * scores["ig_bits"] / gold_ig_bits)
     assert scores["auc"] > report["scores"]["centerbias"]["auc"]
 
     fixations, _, images = working(dataset)
     expected = metrics.sauc_no_centerbias(lambda i: model(images[i], "uniform"), fixations)
     assert scores["sauc_no_centerbias"] == pytest.approx(expected["sauc_no_centerbias"])
     assert scores["sauc_no_centerbias"] != pytest.approx(scores["sauc"])  # another map than the one with its prior
-    np.testing.assert_allclose(report["per_image"]["model"]["sauc_no_centerbias"], expected["per_image_sauc_no_centerbias"])
+    per_image = report["per_image"]["model"]["sauc_no_centerbias"]
+    np.testing.assert_allclose(per_image, expected["per_image_sauc_no_centerbias"])
     assert "sauc_no_centerbias" not in report["scores"]["centerbias"]
     table = evaluate_cli.format_table(report["scores"]).splitlines()
     assert "model" in table[0] and any(line.startswith("sauc_no_centerbias") for line in table)
@@ -78,7 +80,9 @@ def test_fitted_centerbias_is_leave_one_image_out(dataset):
     fixations would score higher than the leave-one-image-out baseline)."""
 
     def prior_only(image, prior):
-        return prior if isinstance(prior, np.ndarray) else np.full(image.shape[:2], -np.log(image.shape[0] * image.shape[1]), np.float32)
+        if isinstance(prior, np.ndarray):
+            return prior
+        return np.full(image.shape[:2], -np.log(image.shape[0] * image.shape[1]), np.float32)
 
     report = evaluate.evaluate_dataset(dataset, prior_only, progress=False, centerbias="fit")
     model, centerbias = report["scores"]["model"], report["scores"]["centerbias"]
@@ -91,10 +95,9 @@ def test_fitted_centerbias_is_leave_one_image_out(dataset):
     fixations, _, _ = working(dataset)
     full = fit_baselines(fixations).centerbias  # fitted on every image, the scored one included
     rows, cols = fixations.pixel_indices()
-    seen = np.concatenate([
-        metrics.log_likelihood_bits(full.log_density(*fixations.image_sizes[i]), rows[fixations.n == i], cols[fixations.n == i])
-        for i in range(len(dataset))
-    ])  # fmt: skip
+    on = [fixations.n == i for i in range(len(dataset))]
+    maps = [full.log_density(*size) for size in fixations.image_sizes]
+    seen = np.concatenate([metrics.log_likelihood_bits(m, rows[o], cols[o]) for m, o in zip(maps, on)])
     assert seen.mean() > model["ll_bits"]  # what a centre bias that saw the scored image would claim
 
 

@@ -144,7 +144,8 @@ def test_bad_input_is_one_line_on_stderr(tmp_path, capsys, case, message):
     root = _broken_dataset(tmp_path, case)
     fixations = root / ("nothing.mat" if case == "no_file" else "fixations.mat")
     out = tmp_path / "report.json"
-    argv = ["evaluate", "--stimuli", str(root / "stimuli"), "--fixations", str(fixations), "--out", str(out), "--no-progress"]
+    argv = ["evaluate", "--stimuli", str(root / "stimuli"), "--fixations", str(fixations), "--out", str(out),
+            "--no-progress"]  # fmt: skip
     assert cli.main(argv) == 1
     captured = capsys.readouterr()
     assert captured.out == ""  # the error comes before any scoring
