@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 from pathlib import Path
 
-from deepgaze_jax import crossvalidation
-from deepgaze_jax.data import datasets, mit1003
-from deepgaze_jax.feature_cache import cached_feature_grids
-from deepgaze_jax.model import load_model
+from deepgaze_jax.data import mit1003
+from deepgaze_jax.dataset_training import crossvalidate_dataset, load_init
 from experiments import configs
 
 log = logging.getLogger("crossval_mit1003").info
@@ -48,36 +45,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     configs.start(args)
-    started = time.time()
-
     config = configs.model_config(args.backbone, args.readout)
-    dataset = mit1003.mit1003(args.data_dir)
-    images, fixations = datasets.to_working_space(dataset, mode="paper")
-    weights = config.get_backbone().load_weights()
-    t = time.time()
-    grids = cached_feature_grids(images, config, weights, args.cache_dir)
-    cache_s = time.time() - t
-    log(f"feature grids ready in {cache_s:.0f} s: {len(grids)} x {grids[0].shape} {grids[0].dtype}")
-    del images
-    init = None
-    if args.init is not None:
-        init = load_model(args.init, backbone_weights={})
-        if init.config.backbone != config.backbone or init.config.readout_features != config.readout_features:
-            raise SystemExit(f"crossval_mit1003: --init {args.init} is a {init.config.backbone} / "
-                             f"{init.config.readout_features} model, not {config.backbone} / {config.readout_features}")
-
-    crossvalidation.run_crossvalidation(
-        crossvalidation.FoldData(grids, fixations), config, configs.train_config(args), args.workdir,
-        num_folds=args.folds, seed=args.fold_seed, init=init, log=log,
-    )
+    try:
+        init = None if args.init is None else load_init(args.init, config)
+    except ValueError as exc:
+        raise SystemExit(f"crossval_mit1003: {exc}") from exc
     title = f"MIT1003 crossvalidation: {config.backbone}, {args.readout} readout, " + (
         "no pretraining" if args.no_pretrain else f"init {args.init}")
     command = vars(args) | {"workdir": str(args.workdir), "cache_dir": str(args.cache_dir),
                             "init": None if args.init is None else str(args.init),
                             "data_dir": None if args.data_dir is None else str(args.data_dir)}
-    report = configs.write_crossval_report(
-        args.workdir, dataset, fixations, config.cell, args.folds, args.fold_seed, title,
-        command=command, cache_s=cache_s, total_s=time.time() - started,
+    _, report = crossvalidate_dataset(
+        mit1003.mit1003(args.data_dir), config, configs.train_config(args), args.workdir, args.cache_dir, title,
+        num_folds=args.folds, fold_seed=args.fold_seed, init=init, command=command, log=log,
     )
     return report
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from deepgaze_jax import crossvalidation
+from deepgaze_jax.dataset_training import write_report
 from deepgaze_jax.data import datasets, mit1003
 from experiments import configs
 
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     cell = setup["model_configs"][0]["cell"]
     command = {"runs": [str(r) for r in args.runs], "workdir": str(args.workdir),
                "data_dir": None if args.data_dir is None else str(args.data_dir)}
-    return configs.write_crossval_report(
+    return write_report(
         args.workdir, dataset, fixations, cell, setup["num_folds"], setup["seed"],
         f"MIT1003 crossvalidation: ensemble of {' + '.join(backbones)}", command=command, total_s=time.time() - started,
     )

@@ -9,7 +9,8 @@ from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.data.nus_mat import save_nus_mat
 from deepgaze_jax.model import ModelConfig
 
-CONFIG = ModelConfig(backbone="fake", readout_features=(4, 1), init_sigma=4.0, max_sigma=8.0)
+# "precomputed": outside the backbone registry, since the grids are synthetic (no backbone computes them).
+CONFIG = ModelConfig(backbone="precomputed", readout_features=(4, 1), init_sigma=4.0, max_sigma=8.0)
 STRIDE = 16
 NUS_SIZES = [(48, 64), (64, 48), (48, 64), (60, 80)]  # (height, width) of the `nus_dataset` fixture's images
 

@@ -45,7 +45,7 @@ def test_root_from_the_environment(release, monkeypatch):
     monkeypatch.setenv(osie.OSIE_ENV, str(release))
     assert find_osie_root() == release
     monkeypatch.setenv(osie.OSIE_ENV, str(release / "missing"))
-    with pytest.raises(FileNotFoundError, match=r"lacks stimuli and eye/fixations\.mat.*DEEPGAZE_JAX_OSIE"):
+    with pytest.raises(FileNotFoundError, match=r"DEEPGAZE_JAX_OSIE.*lacks stimuli and eye/fixations\.mat"):
         find_osie_root()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import json
 import logging
 import sys
 from pathlib import Path
@@ -20,10 +19,9 @@ import jax
 
 from deepgaze_jax.backbones import BACKBONES
 from deepgaze_jax.model import ModelConfig
-from deepgaze_jax.readout import LINEAR_FEATURES, PAPER_FEATURES
+from deepgaze_jax.readout import READOUTS
 from deepgaze_jax.training import TrainConfig
 
-READOUTS = {"paper": PAPER_FEATURES, "linear": LINEAR_FEATURES}
 DEFAULT_CACHE_DIR = Path("cache/features")
 
 
@@ -141,31 +139,3 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout, force=True)
     for noisy in ("absl", "orbax", "jax"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def write_crossval_report(
-    workdir: Path, dataset, fixations, cell: int, num_folds: int, seed: int, title: str, **extra
-) -> dict:
-    """Scores ``workdir``'s held-out predictions, draws the figures, writes ``report.json`` / ``report.md``.
-
-    ``dataset`` is the MIT1003 `datasets` object, ``fixations`` in its working space;
-    ``extra`` (the command, timings) is stored in the report as given.
-    """
-    from deepgaze_jax import report as reports
-    from deepgaze_jax.data import datasets
-
-    report = reports.crossval_report(workdir, fixations, dataset.image_sizes, cell, num_folds, seed)
-    report.update(extra)
-    sizes = datasets.working_sizes(dataset.image_sizes, mode="paper")
-    report["figures"] = reports.write_figures(
-        workdir, report, lambda i: dataset.load_image(i, size=tuple(sizes[i])), fixations, cell
-    )
-    (workdir / "report.json").write_text(json.dumps(report, indent=1))
-    (workdir / "report.md").write_text(reports.report_markdown(report, title))
-    overall = report["overall"]
-    logging.getLogger("experiments").info(
-        f"held-out: LL {overall['ll_bits']:.3f} bits/fix, IG {overall['ig_bits']:.3f} bits/fix, "
-        f"IG explained {overall['ig_explained_pct']:.1f}%, AUC {overall['auc']:.4f}, sAUC {overall['sauc']:.4f}; "
-        f"report in {workdir / 'report.md'}"
-    )
-    return report

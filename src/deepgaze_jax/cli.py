@@ -1,4 +1,4 @@
-"""deepgaze-jax command line: predict, evaluate, plot, serve, export.
+"""deepgaze-jax command line: predict, evaluate, plot, serve, export, train.
 
 Each subcommand lives in the module that implements it, which exposes
 ``add_parser(subparsers)``; the parser's ``func(args) -> int`` runs it.
@@ -16,6 +16,7 @@ COMMANDS = {
     "plot": "deepgaze_jax.plot_cli",
     "serve": "deepgaze_jax.serve_cli",
     "export": "deepgaze_jax.export_cli",
+    "train": "deepgaze_jax.train_cli",
 }
 
 

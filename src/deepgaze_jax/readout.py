@@ -20,6 +20,8 @@ import jax.numpy as jnp
 
 PAPER_FEATURES = (16, 32, 2, 1)
 LINEAR_FEATURES = (1,)
+READOUTS = {"paper": PAPER_FEATURES, "linear": LINEAR_FEATURES}
+"""Readouts by command-line name: the paper's 16-32-2-1, and DeepGaze I's linear one."""
 
 
 class Readout(nn.Module):

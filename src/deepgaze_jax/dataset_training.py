@@ -1,0 +1,105 @@
+"""Crossvalidated training on one dataset, from its images to a model file and a report.
+
+The pipeline shared by ``deepgaze-jax train`` (any dataset) and the MIT1003 experiments:
+images to working space, frozen backbone grids from the feature cache, the readout trained
+fold by fold (`crossvalidation.run_crossvalidation`, resumable), the held-out predictions
+scored and drawn (`write_report`). Every figure of the report comes from images that the
+scoring model never saw.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from deepgaze_jax import crossvalidation
+from deepgaze_jax.data import datasets
+from deepgaze_jax.data.datasets import Dataset, Mode
+from deepgaze_jax.feature_cache import cached_feature_grids
+from deepgaze_jax.model import DeepGazeParams, ModelConfig, load_model
+from deepgaze_jax.training import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+
+def load_init(path: str | os.PathLike, config: ModelConfig) -> DeepGazeParams:
+    """The model ``path`` (or a bundled name) to start the readout from; it must match ``config``."""
+    init = load_model(path, backbone_weights={})
+    if (init.config.backbone, init.config.readout_features) != (config.backbone, config.readout_features):
+        raise ValueError(
+            f"--init {path} is a {init.config.backbone} / {init.config.readout_features} model, not "
+            f"{config.backbone} / {config.readout_features}: pass the same --backbone and readout"
+        )
+    return init
+
+
+def write_report(
+    workdir: Path, dataset: Dataset, fixations, cell: int, num_folds: int, seed: int, title: str,
+    mode: Mode = "paper", **extra,
+) -> dict:
+    """Scores ``workdir``'s held-out predictions, draws the figures, writes ``report.json`` / ``report.md``.
+
+    ``fixations`` are ``dataset``'s in the working space of ``mode``; ``extra`` (the command,
+    timings) is stored in the report as given.
+    """
+    from deepgaze_jax import report as reports
+
+    report = reports.crossval_report(workdir, fixations, dataset.image_sizes, cell, num_folds, seed)
+    report.update(extra)
+    sizes = datasets.working_sizes(dataset.image_sizes, mode=mode)
+    report["figures"] = reports.write_figures(
+        workdir, report, lambda i: dataset.load_image(i, size=tuple(sizes[i])), fixations, cell
+    )
+    (workdir / "report.json").write_text(json.dumps(report, indent=1))
+    (workdir / "report.md").write_text(reports.report_markdown(report, title))
+    overall = report["overall"]
+    logger.info(
+        f"held-out: LL {overall['ll_bits']:.3f} bits/fix, IG {overall['ig_bits']:.3f} bits/fix, "
+        f"IG explained {overall['ig_explained_pct']:.1f}%, AUC {overall['auc']:.4f}, sAUC {overall['sauc']:.4f}; "
+        f"report in {workdir / 'report.md'}"
+    )
+    return report
+
+
+def crossvalidate_dataset(
+    dataset: Dataset,
+    config: ModelConfig,
+    train_config: TrainConfig,
+    workdir: str | os.PathLike,
+    cache_dir: str | os.PathLike,
+    title: str,
+    num_folds: int = 10,
+    fold_seed: int = 0,
+    init: DeepGazeParams | None = None,
+    mode: Mode = "paper",
+    command: dict | None = None,
+    log: Callable[[str], None] = logger.info,
+) -> tuple[DeepGazeParams, dict]:
+    """Trains (or resumes) the ``num_folds`` fold models of ``dataset``; returns their mixture and the report.
+
+    The mixture (`crossvalidation.run_crossvalidation`: the fold models averaged in
+    probability, with a centre bias fitted on all fixations) is also ``workdir/mixture.npz``.
+    """
+    if num_folds < 2 or num_folds > len(dataset):
+        raise ValueError(f"--folds must be between 2 and the number of images ({len(dataset)}), got {num_folds}")
+    workdir = Path(workdir)
+    started = time.time()
+    images, fixations = datasets.to_working_space(dataset, mode=mode)
+    t = time.time()
+    grids = cached_feature_grids(images, config, config.get_backbone().load_weights(), cache_dir)
+    cache_s = time.time() - t
+    log(f"feature grids ready in {cache_s:.0f} s: {len(grids)} x {grids[0].shape} {grids[0].dtype}")
+    del images
+    mixture = crossvalidation.run_crossvalidation(
+        crossvalidation.FoldData(grids, fixations), config, train_config, workdir,
+        num_folds=num_folds, seed=fold_seed, init=init, log=log,
+    )
+    report = write_report(
+        workdir, dataset, fixations, config.cell, num_folds, fold_seed, title, mode=mode,
+        command=command or {}, cache_s=cache_s, total_s=time.time() - started,
+    )
+    return mixture, report
