@@ -40,3 +40,18 @@ def make_data(num_images: int = 12, channels: int = 6, per_image: int = 15, seed
     n = np.concatenate(ns)
     fixations, _ = Fixations.create(np.concatenate(xs), np.concatenate(ys), n, sizes, subject=np.arange(len(n)) % 3)
     return grids, log_cbs, fixations
+
+
+TRAIN_IMAGES = list(range(8))
+VAL_IMAGES = list(range(8, 12))
+
+
+def training_data():
+    """`make_data` with feature stats of images 0-7 and the shape groups of images 0-7 (train) and 8-11 (val)."""
+    from deepgaze_jax.input_pipeline import feature_stats, make_groups
+
+    grids, log_cbs, fixations = make_data()
+    stats = feature_stats(grids, TRAIN_IMAGES)
+    train = make_groups(grids, log_cbs, fixations, TRAIN_IMAGES, CONFIG.cell)
+    val = make_groups(grids, log_cbs, fixations, VAL_IMAGES, CONFIG.cell)
+    return grids, log_cbs, fixations, stats, train, val

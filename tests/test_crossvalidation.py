@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -58,6 +59,31 @@ def test_rerun_skips_finished_folds_and_resumes_unfinished(finished):
     after = cv.load_heldout(workdir, 3)
     for i in before:
         np.testing.assert_array_equal(before[i], after[i])
+
+
+def test_a_truncated_heldout_file_does_not_count_as_a_finished_fold(finished, tmp_path):
+    """Old code: the fold was skipped as done and reading its predictions crashed later."""
+    data, workdir, _ = finished
+    copy = tmp_path / "cv"
+    shutil.copytree(workdir, copy)
+    heldout = copy / "fold_2" / "heldout.npz"
+    heldout.write_bytes(heldout.read_bytes()[: heldout.stat().st_size // 2])
+    assert cv.fold_done(copy, 0) and not cv.fold_done(copy, 2)
+    lines = []
+    cv.run_crossvalidation(data, CONFIG, TRAIN, copy, num_folds=3, seed=0, log=lines.append)
+    assert any(line.startswith("fold 2:") and "does not match its digest" in line for line in lines)
+    assert "fold 0: done, skipping" in lines
+    assert sorted(cv.load_heldout(copy, 3)) == list(range(12))
+
+
+def test_a_damaged_setup_file_gives_a_clear_error(finished, tmp_path):
+    """Old code: a raw JSONDecodeError."""
+    data, workdir, _ = finished
+    copy = tmp_path / "cv"
+    shutil.copytree(workdir, copy)
+    (copy / "setup.json").write_text('{"model_config": {"cell"')
+    with pytest.raises(ValueError, match="setup.json is damaged.*delete"):
+        cv.run_crossvalidation(data, CONFIG, TRAIN, copy, num_folds=3, seed=0, log=lambda _: None)
 
 
 def test_a_different_run_in_the_same_workdir_is_refused(finished):
