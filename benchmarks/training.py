@@ -20,15 +20,15 @@ measured on the first N images and per-epoch and one-off times are scaled linear
 ``--images 1003`` measures the whole dataset.
 
 A second table runs the crossvalidation's training both ways in the same run, each in a
-fresh process (`crossval_run`): all folds at once (`batched_training`, the default) and
-fold by fold, for every backbone of ``--backbones``, on the first ``--cv-images`` images
+fresh process (`crossval_run`): all folds at once (`batched_training`) and
+fold by fold (the default), for every backbone of ``--backbones``, on the first ``--cv-images`` images
 with ``--cv-folds`` folds and the paper's stopping rule: wall time of the training (cache
 built beforehand, centre-bias fits included), seconds per epoch, peak RSS, user and system
 CPU seconds of the process, and the grid dtype chosen for the device.
 
     python -m benchmarks.training [--images 1003] [--subset 50] [--epochs 3]
     python -m benchmarks.training --cv-images 1003 --cv-folds 10 --backbones efficientnet_lite0,efficientnet_lite2
-    python -m benchmarks.training --compare runs/crossval runs/crossval_fold_by_fold   # per-fold LL side by side
+    python -m benchmarks.training --compare runs/crossval runs/crossval_at_once   # per-fold LL side by side
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def no_cache_epoch(config, weights, images, fixations, indices, stats, batch_siz
     return run
 
 
-def crossval_run(backbone: str, images: int, folds: int, fold_by_fold: bool, cache_dir: str, seeds: int = 1) -> dict:
+def crossval_run(backbone: str, images: int, folds: int, at_once: bool, cache_dir: str, seeds: int = 1) -> dict:
     """Trains a crossvalidation on the first ``images`` MIT1003 images (run by `isolated`); its costs.
 
     The feature cache is read (or built) first and not timed; everything after it is: fold
@@ -126,17 +126,17 @@ def crossval_run(backbone: str, images: int, folds: int, fold_by_fold: bool, cac
     with tempfile.TemporaryDirectory(prefix="deepgaze-bench-cv-") as workdir:
         crossvalidation.run_crossvalidation(
             crossvalidation.FoldData(grids, fixations), config, TrainConfig(), workdir, num_folds=folds,
-            log=lambda _: None, seeds=seeds, fold_by_fold=fold_by_fold,
+            log=lambda _: None, seeds=seeds, at_once=at_once,
         )
         wall_s = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_SELF)
         histories = [json.loads((Path(workdir) / f"fold_{k}" / "history.json").read_text()) for k in range(folds)]
         heldout = crossvalidation.load_heldout(Path(workdir), folds)
     epochs = [h["epochs"] for h in histories]
-    train_s = histories[0]["train_s"] if not fold_by_fold else sum(h["train_s"] for h in histories)
+    train_s = histories[0]["train_s"] if at_once else sum(h["train_s"] for h in histories)
     return {
         "wall_s": wall_s, "train_s": train_s, "epochs": epochs,
-        "s_per_epoch": train_s / (max(epochs) if not fold_by_fold else sum(epochs)),
+        "s_per_epoch": train_s / (max(epochs) if at_once else sum(epochs)),
         "user_s": after.ru_utime - usage.ru_utime, "system_s": after.ru_stime - usage.ru_stime,
         "minor_faults": after.ru_minflt - usage.ru_minflt,
         "dtype": training_dtype().name, "device": jax.devices()[0].device_kind, "load": load_average(),
@@ -148,11 +148,11 @@ def crossval_table(backbones, images: int, folds: int, cache_dir: str, seeds: in
     """Vectorised vs fold-by-fold training of a crossvalidation, per backbone (`crossval_run` each)."""
     rows = []
     for backbone in backbones:
-        for fold_by_fold in (False, True):
+        for at_once in (True, False):
             r = isolated("benchmarks.training:crossval_run", timeout=3600, backbone=backbone, images=images,
-                         folds=folds, fold_by_fold=fold_by_fold, cache_dir=cache_dir, seeds=seeds)
+                         folds=folds, at_once=at_once, cache_dir=cache_dir, seeds=seeds)
             rows.append([
-                backbone, "fold by fold" if fold_by_fold else f"all {folds * seeds} at once",
+                backbone, f"all {folds * seeds} at once" if at_once else "fold by fold",
                 f"{r['wall_s']:.0f}", f"{r['s_per_epoch']:.2f}", f"{min(r['epochs'])}-{max(r['epochs'])}",
                 f"{r['peak_rss_mib']:.0f}", f"{r['user_s']:.0f}", f"{r['system_s']:.0f}",
                 f"{100 * r['system_s'] / max(r['user_s'], 1e-9):.0f}%", f"{r['minor_faults'] / 1e6:.1f}M",

@@ -4,8 +4,8 @@
     python -m experiments.crossval_mit1003 --init runs/pretrain_salicon/model.npz
     python -m experiments.crossval_mit1003 --backbone efficientnet_lite0 --no-pretrain --seeds 3
 
-All folds (x ``--seeds`` readout instances) are trained at once by one vectorised
-program; ``--fold-by-fold`` trains them one after the other instead.
+The folds (x ``--seeds`` readout instances) are trained one after the other;
+``--at-once`` trains them all together in one vectorised program.
 
 Writes ``<workdir>/report.json`` and ``report.md`` (held-out LL, IG over the
 crossvalidated centre bias, IG explained, AUC, sAUC; per fold, overall and on the
@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workdir", type=Path, default=Path("runs/crossval"))
     parser.add_argument("--folds", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=1, help="readout instances per fold (averaged in probability)")
-    parser.add_argument("--fold-by-fold", action="store_true",
-                        help="train the folds one after the other instead of all at once (for comparison)")
+    parser.add_argument("--at-once", action="store_true",
+                        help="train all folds x seeds at once in one vectorised program (L-BFGS only; slower on AVX2 CPUs)")
     args = parser.parse_args(argv)
     configs.start(args)
     started = time.time()
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     crossvalidation.run_crossvalidation(
         crossvalidation.FoldData(grids, fixations), config, configs.train_config(args), args.workdir,
-        num_folds=args.folds, seed=args.seed, init=init, log=log, seeds=args.seeds, fold_by_fold=args.fold_by_fold,
+        num_folds=args.folds, seed=args.seed, init=init, log=log, seeds=args.seeds, at_once=args.at_once,
     )
     title = f"MIT1003 crossvalidation: {config.backbone}, {args.readout} readout, " + (
         "no pretraining" if args.no_pretrain else f"init {args.init}")

@@ -11,9 +11,8 @@ space; their sides are rounded to multiples of 32 (320 x 240 -> 320 x 256, fixat
 rescaled with them) so that the backbone's grids align. The readout starts from a
 random init and is trained on all SALICON images (train and validation splits),
 each dataset with its own maximum-likelihood centre bias; the stopping rule is
-evaluated on all of MIT1003. Trained by `batched_training` (one model; SALICON and
-MIT1003 images in one pool, weighted per role). The grids stay float16 on device
-(15,000 SALICON grids of 16 x 20 x 432: 4 GB). Resumable from the checkpoints in ``--workdir``.
+evaluated on all of MIT1003. The SALICON grids stay float16 on device (15,000
+grids of 16 x 20 x 432: 4 GB). Resumable from the checkpoints in ``--workdir``.
 """
 
 from __future__ import annotations
@@ -31,14 +30,14 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from deepgaze_jax import images as image_ops
-from deepgaze_jax import batched_training, checkpoints, input_pipeline, training
+from deepgaze_jax import checkpoints, input_pipeline, training
 from deepgaze_jax.centerbias import fit_center_bias
-from deepgaze_jax.crossvalidation import CENTERBIAS_TEMPLATE_SIZE
+from deepgaze_jax.crossvalidation import CENTERBIAS_TEMPLATE_SIZE, centerbias_grids
 from deepgaze_jax.data import datasets
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.data.tfds_builders import prepare
 from deepgaze_jax.feature_cache import cached_feature_grids
-from deepgaze_jax.model import DeepGazeParams, centerbias_on_grid, save_model
+from deepgaze_jax.model import DeepGazeParams, save_model
 from experiments import configs
 
 log = logging.getLogger("pretrain_salicon").info
@@ -66,20 +65,6 @@ def load_tfds_split(source, splits=("train", "validation")) -> tuple[list[np.nda
     return images, fixations
 
 
-def concatenate(first: Fixations, second: Fixations) -> Fixations:
-    """The fixations of two datasets as one (the second's images numbered after the first's)."""
-    fixations, _ = Fixations.create(
-        np.concatenate([first.x, second.x]), np.concatenate([first.y, second.y]),
-        np.concatenate([first.n, second.n + first.num_images]),
-        [*map(tuple, first.image_sizes), *map(tuple, second.image_sizes)],
-    )
-    return fixations
-
-
-def density_shapes(fixations: Fixations, cell: int) -> set[tuple[int, int]]:
-    return {(int(h) // cell, int(w) // cell) for h, w in fixations.image_sizes}
-
-
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     configs.add_model_and_training_args(parser)
@@ -93,8 +78,6 @@ def main(argv: list[str] | None = None) -> Path:
     started = time.time()
     config = configs.model_config(args.backbone, args.readout)
     train_config = configs.train_config(args)
-    if train_config.optimizer != "lbfgs":
-        parser.error("pretrain_salicon trains with L-BFGS (batched_training); drop --optimizer adam")
 
     try:
         prepare(f"salicon/{args.edition}", args.tfds_dir, manual_dir=args.salicon_dir)
@@ -110,24 +93,21 @@ def main(argv: list[str] | None = None) -> Path:
 
     salicon_template = fit_center_bias(salicon_fixations).template(CENTERBIAS_TEMPLATE_SIZE)
     mit_template = fit_center_bias(mit_fixations).template(CENTERBIAS_TEMPLATE_SIZE)
-    grids, fixations = [*salicon_grids, *mit_grids], concatenate(salicon_fixations, mit_fixations)
-    shapes = {"salicon": density_shapes(salicon_fixations, config.cell), "mit": density_shapes(mit_fixations, config.cell)}
-    if shapes["salicon"] & shapes["mit"]:
-        parser.error(f"SALICON and MIT1003 share density-grid shapes {shapes['salicon'] & shapes['mit']}")
-    centerbias = {shape: np.asarray(centerbias_on_grid(template, shape))
-                  for name, template in (("salicon", salicon_template), ("mit", mit_template)) for shape in shapes[name]}
-    groups, models = batched_training.make_pool(
-        grids, fixations, [centerbias.__getitem__], [np.arange(len(salicon_grids))],
-        [len(salicon_grids) + np.arange(len(mit_grids))], config.cell, dtype=np.float16,
+    train_groups = input_pipeline.make_groups(
+        salicon_grids, centerbias_grids(salicon_template, salicon_fixations, config.cell), salicon_fixations,
+        range(len(salicon_grids)), config.cell, dtype=np.float16,
+    )
+    stop_groups = input_pipeline.make_groups(
+        mit_grids, centerbias_grids(mit_template, mit_fixations, config.cell), mit_fixations,
+        range(len(mit_grids)), config.cell,
     )
     stats = input_pipeline.feature_stats(salicon_grids, range(len(salicon_grids)))
-    states = batched_training.stack_states([training.create_train_state(config, train_config, stats)])
+    state = training.create_train_state(config, train_config, stats)
     manager = checkpoints.checkpoint_manager(args.workdir / "checkpoints")
-    states = checkpoints.restore_checkpoint(manager, states) or states
-    steps = batched_training.make_batched_steps(config, train_config)
-    states = batched_training.fit_many(states, groups, models, steps, train_config, manager, log=log, names=["SALICON"])
+    state = checkpoints.restore_checkpoint(manager, state) or state
+    state = training.fit(state, train_groups, stop_groups, training.make_steps(config, train_config), train_config,
+                         manager, log=log, desc="SALICON")
     manager.close()
-    state = batched_training.unstack_state(jax.tree_util.tree_map(np.asarray, states), 0)
 
     head = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], state.head_variables())
     path = args.workdir / "model.npz"

@@ -19,16 +19,13 @@ are sharded over the mesh axis ``"data"`` with ``jax.shard_map`` as in `likeliho
 on each device the loss runs over its images in chunks (``lax.scan``) whose value and
 gradient are computed in one pass (a ``custom_vjp``), so memory stays bounded whatever K.
 
-Kernel time. XLA:CPU allocates the temporaries of each call of a compiled function as
-fresh memory, and every page of it is faulted in again by the kernel at each call. The
-fold-by-fold epoch holds the activations of the whole training set at once (GBs), so
-each epoch paid ~0.25 M minor page faults per GB: a quarter of the CPU time went to the
-kernel. Chunks of ``CHUNK_IMAGE_MODELS / K`` images keep the temporaries of all K models
-to tens of MB.
-
-Cost. Under ``vmap`` a branch of the line search (``lax.cond`` on a per-model flag)
-runs both sides for every model, so an epoch costs about twice the loss evaluations
-of one model's epoch; reading each grid once for all K models more than pays for it.
+Cost. Under ``vmap`` a branch of the zoom line search (``lax.cond`` on a per-model
+flag) runs both sides for every model, so each line-search step costs two evaluations
+of loss and gradient, and every model is evaluated on every image (its weights mask
+the others) and validated on all of them. On a 2-core AVX2 CPU, where the readout
+and the finalizer are compute-bound, that outweighs reading each grid once
+(`python -m benchmarks.training --cv-only` measures both ways); a line search that
+evaluates once per step for all models would be needed to gain.
 """
 
 from __future__ import annotations
@@ -137,7 +134,7 @@ def make_pool(
       mesh: device mesh with axis ``"data"``; default `data_mesh()`.
       dtype: of the grids on device (`training_dtype`).
       chunk_images: images per loss chunk and device; default ``CHUNK_IMAGE_MODELS // K`` (at least 4),
-        which bounds the temporaries of an evaluation of all K models (module docstring).
+        which bounds the temporaries of an evaluation of all K models.
     """
     mesh = data_mesh() if mesh is None else mesh
     chunk_images = max(4, CHUNK_IMAGE_MODELS // len(centerbias)) if chunk_images is None else chunk_images
@@ -292,7 +289,12 @@ def make_batched_steps(config: ModelConfig, train_config: TrainConfig, mesh: Mes
     @jax.jit
     def epoch(states: TrainState, models: ModelData, groups, active) -> TrainState:
         value, grad = value_and_grad(states, models, groups)
-        new = jax.vmap(update, in_axes=(0, 0, None, 0, 0))(states, models, groups, value, grad)
+        if states.epoch.shape[0] == 1:  # one model: no vmap, so each lax.cond of the line search runs one side
+            first = functools.partial(jax.tree_util.tree_map, lambda x: x[0])
+            new = update(first(states), first(models), groups, value[0], first(grad))
+            new = jax.tree_util.tree_map(lambda x: x[None], new)
+        else:
+            new = jax.vmap(update, in_axes=(0, 0, None, 0, 0))(states, models, groups, value, grad)
         keep = lambda n, o: jnp.where(active.reshape(-1, *(1,) * (n.ndim - 1)), n, o)  # noqa: E731
         return jax.tree_util.tree_map(keep, new, states)
 

@@ -5,8 +5,8 @@ readout is trained on the other parts; the stopping rule (`training.should_stop`
 is evaluated on part k, and part k is then predicted by the best parameters, so
 every image is predicted by a model that never saw it. With ``seeds`` > 1 each fold
 has that many readout instances (different initialisations), averaged in
-probability. All folds x instances are trained at once by default
-(`batched_training`); ``fold_by_fold`` trains them one after the other. The centre bias used by
+probability. The folds x instances are trained one after the other, or all at
+once by one vectorised program (``at_once``, `batched_training`). The centre bias used by
 each fold's model is fitted (maximum likelihood, `centerbias.fit_center_bias`)
 on that fold's training images only; the readout's feature statistics too.
 
@@ -204,7 +204,7 @@ def train_fold(
         manager = checkpoints.checkpoint_manager(fold_dir / ("checkpoints" if instance == 0 else f"checkpoints_{instance}"))
         restored = checkpoints.restore_checkpoint(manager, state)
         if restored is not None:
-            log(f"fold {fold}: resuming instance {instance} from epoch {int(restored.epoch)}")
+            log(f"fold {fold}{f' instance {instance}' if instance else ''}: resuming from epoch {int(restored.epoch)}")
             state = restored
         before = int(state.epoch)
         state = training.fit(state, train_groups, val_groups, steps, fold_config, manager, log=log, desc=f"fold {fold}")
@@ -364,14 +364,15 @@ def run_crossvalidation(
     init: DeepGazeParams | None = None,
     log: Callable[[str], None] = logger.info,
     seeds: int = 1,
-    fold_by_fold: bool = False,
+    at_once: bool = False,
     dtype: np.dtype | None = None,
 ) -> DeepGazeParams:
     """Trains every unfinished fold and returns the mixture of the fold models (also saved as ``mixture.npz``).
 
-    Each fold has ``seeds`` readout instances (averaged in probability). By default all of them
-    are trained at once (`train_folds_at_once`); ``fold_by_fold`` (forced for Adam) trains them
-    one after the other. ``dtype`` of the grids on device: default `batched_training.training_dtype`.
+    Each fold has ``seeds`` readout instances (averaged in probability), trained one after the
+    other (`train_fold`), or with ``at_once`` (L-BFGS only) all together by one vectorised
+    program (`train_folds_at_once`; on a 2-core AVX2 CPU it is the slower of the two, see
+    `batched_training`). ``dtype`` of the grids on device: default `batched_training.training_dtype`.
     The mixture's centre bias is fitted on all fixations (for use on other datasets).
     """
     if seeds > 1 and init is not None:
@@ -392,9 +393,8 @@ def run_crossvalidation(
         },
     )
     dtype = batched_training.training_dtype() if dtype is None else np.dtype(dtype)
-    if train_config.optimizer != "lbfgs" and not fold_by_fold:
-        log("Adam: training fold by fold")
-        fold_by_fold = True
+    if train_config.optimizer != "lbfgs" and at_once:
+        raise ValueError("training all folds at once needs L-BFGS; drop at_once (--at-once) for Adam")
     pending = []
     for fold in range(num_folds):
         problem = fold_problem(workdir, fold)
@@ -408,7 +408,7 @@ def run_crossvalidation(
         log(f"training dtype {dtype.name} on {jax.devices()[0].device_kind} "
             f"({'bfloat16: GPU or AMX-BF16 CPU' if dtype != np.float32 else 'float32: no GPU, no AMX-BF16'})")
         sums = input_pipeline.feature_sums(data.grids) if init is None else None
-        if fold_by_fold:
+        if not at_once:
             for fold in pending:
                 setup = fold_setup(fold, folds, data, sums, init)
                 log(f"fold {fold}: training on {len(setup.train_idx)} images, stopping on {len(setup.val_idx)}")
