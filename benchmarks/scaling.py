@@ -1,7 +1,7 @@
 """Scaling of the training step over devices, on cached features.
 
 Two measures: the full-batch loss + gradient (the unit of work of every optimiser
-step: the loss of `training.make_loss_fn`, shard-mapped over the mesh axis "data", under
+step: the loss of `likelihood.make_loss_fn`, shard-mapped over the mesh axis "data", under
 ``jax.value_and_grad``), and one epoch of `training.make_steps(...).train_epoch`
 (L-BFGS: one iteration with its line search), always from the initial state so that
 every timed call does the same number of evaluations. Data: feature grids shaped like MIT1003's in the paper's
@@ -33,7 +33,7 @@ FIXATIONS_PER_IMAGE = 104
 
 def synthetic_groups(config, devices: int, images: int, seed: int = 0):
     """Sharded `ShapeGroup`s and feature stats for ``images`` images shaped like MIT1003's (random values)."""
-    from deepgaze_jax import training as T
+    from deepgaze_jax import input_pipeline as I
     from deepgaze_jax.data.fixations import Fixations
 
     rng = np.random.default_rng(seed)
@@ -52,9 +52,9 @@ def synthetic_groups(config, devices: int, images: int, seed: int = 0):
     cell = config.cell
     log_cbs = [np.full((h // cell, w // cell), -math.log(h * w / cell**2), np.float32) for h, w in sizes]
     everything = list(range(len(grids)))
-    mesh = T.data_mesh()
-    assert mesh.shape[T.DATA_AXIS] == devices, (mesh.shape, devices)
-    return T.make_groups(grids, log_cbs, fixations, everything, cell, mesh), T.feature_stats(grids, everything[:64])
+    mesh = I.data_mesh()
+    assert mesh.shape[I.DATA_AXIS] == devices, (mesh.shape, devices)
+    return I.make_groups(grids, log_cbs, fixations, everything, cell, mesh), I.feature_stats(grids, everything[:64])
 
 
 def step_run(devices: int, images: int, repeat: int) -> dict:
@@ -65,14 +65,16 @@ def step_run(devices: int, images: int, repeat: int) -> dict:
     """
     import jax
 
+    from deepgaze_jax import input_pipeline as I
     from deepgaze_jax import training as T
+    from deepgaze_jax.likelihood import make_loss_fn
     from deepgaze_jax.model import ModelConfig
 
     config = ModelConfig()
     groups, stats = synthetic_groups(config, devices, images)
     train_config = T.TrainConfig()
     state = T.create_train_state(config, train_config, stats)
-    value_and_grad = jax.jit(jax.value_and_grad(T.make_loss_fn(config, T.data_mesh())))
+    value_and_grad = jax.jit(jax.value_and_grad(make_loss_fn(config, I.data_mesh())))
     gradient = measure(lambda: jax.block_until_ready(value_and_grad(state.params, stats, groups)), repeat)
     steps = T.make_steps(config, train_config)
     epoch = measure(lambda: jax.block_until_ready(steps.train_epoch(state, groups)), max(1, repeat // 2))

@@ -2,6 +2,10 @@
 
     python -m experiments.crossval_mit1003 --config lite0        # = --backbone efficientnet_lite0 --no-pretrain
     python -m experiments.crossval_mit1003 --init runs/pretrain_salicon/model.npz
+    python -m experiments.crossval_mit1003 --backbone efficientnet_lite0 --no-pretrain --seeds 3
+
+The folds (x ``--seeds`` readout instances) are trained one after the other;
+``--at-once`` trains them all together in one vectorised program.
 
 Writes ``<workdir>/report.json`` and ``report.md`` (held-out LL, IG over the
 crossvalidated centre bias, IG explained, AUC, sAUC; per fold, overall and on the
@@ -33,6 +37,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=None, help="MIT1003 root (default: discovered)")
     parser.add_argument("--workdir", type=Path, default=None, help="default: the config's, else runs/crossval")
     parser.add_argument("--folds", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=1, help="readout instances per fold (averaged in probability)")
+    parser.add_argument("--at-once", action="store_true",
+                        help="train all folds x seeds at once in one vectorised program (L-BFGS only; slower on AVX2 CPUs)")
     args = configs.parse_args(parser, argv)
     if args.config is None and not (args.no_pretrain or args.init):
         parser.error("one of --no-pretrain, --init or --config is required")
@@ -58,6 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     _, report = crossvalidate_dataset(
         mit1003.mit1003(args.data_dir), config, configs.train_config(args), args.workdir, args.cache_dir, title,
         num_folds=args.folds, fold_seed=args.fold_seed, init=init, command=command, log=log,
+        seeds=args.seeds, at_once=args.at_once,
     )
     return report
 

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from deepgaze_jax import images as image_ops
-from deepgaze_jax import training
+from deepgaze_jax import checkpoints, input_pipeline, training
 from deepgaze_jax.centerbias import fit_center_bias
 from deepgaze_jax.crossvalidation import CENTERBIAS_TEMPLATE_SIZE, centerbias_grids
 from deepgaze_jax.data import datasets, mit1003
@@ -91,18 +91,18 @@ def main(argv: list[str] | None = None) -> Path:
 
     salicon_template = fit_center_bias(salicon_fixations).template(CENTERBIAS_TEMPLATE_SIZE)
     mit_template = fit_center_bias(mit_fixations).template(CENTERBIAS_TEMPLATE_SIZE)
-    train_groups = training.make_groups(
+    train_groups = input_pipeline.make_groups(
         salicon_grids, centerbias_grids(salicon_template, salicon_fixations, config.cell), salicon_fixations,
         range(len(salicon_grids)), config.cell, dtype=np.float16,
     )
-    stop_groups = training.make_groups(
+    stop_groups = input_pipeline.make_groups(
         mit_grids, centerbias_grids(mit_template, mit_fixations, config.cell), mit_fixations,
         range(len(mit_grids)), config.cell,
     )
-    stats = training.feature_stats(salicon_grids, range(len(salicon_grids)))
+    stats = input_pipeline.feature_stats(salicon_grids, range(len(salicon_grids)))
     state = training.create_train_state(config, train_config, stats)
-    manager = training.checkpoint_manager(args.workdir / "checkpoints")
-    state = training.restore_checkpoint(manager, state) or state
+    manager = checkpoints.checkpoint_manager(args.workdir / "checkpoints")
+    state = checkpoints.restore_checkpoint(manager, state) or state
     state = training.fit(state, train_groups, stop_groups, training.make_steps(config, train_config), train_config,
                          manager, log=log, desc="SALICON")
     manager.close()

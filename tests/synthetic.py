@@ -57,3 +57,18 @@ def fixture_root(tmp_path, sizes=((6, 8), (12, 9), (7, 7))):
         entries.append((name, [([1, w], [h, 1], [100, 200])] + [([], [], [])] * 14))
     save_nus_mat(tmp_path / "fixations.mat", entries)
     return tmp_path
+
+
+TRAIN_IMAGES = list(range(8))
+VAL_IMAGES = list(range(8, 12))
+
+
+def training_data():
+    """`make_data` with feature stats of images 0-7 and the shape groups of images 0-7 (train) and 8-11 (val)."""
+    from deepgaze_jax.input_pipeline import feature_stats, make_groups
+
+    grids, log_cbs, fixations = make_data()
+    stats = feature_stats(grids, TRAIN_IMAGES)
+    train = make_groups(grids, log_cbs, fixations, TRAIN_IMAGES, CONFIG.cell)
+    val = make_groups(grids, log_cbs, fixations, VAL_IMAGES, CONFIG.cell)
+    return grids, log_cbs, fixations, stats, train, val

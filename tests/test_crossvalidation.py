@@ -1,3 +1,4 @@
+import shutil
 
 import jax
 import numpy as np
@@ -49,6 +50,59 @@ def test_rerun_skips_finished_folds_and_resumes_unfinished(finished):
     after = cv.load_heldout(workdir, 3)
     for i in before:
         np.testing.assert_array_equal(before[i], after[i])
+
+
+def test_a_truncated_heldout_file_does_not_count_as_a_finished_fold(finished, tmp_path):
+    """Old code: the fold was skipped as done and reading its predictions crashed later."""
+    data, workdir, _ = finished
+    copy = tmp_path / "cv"
+    shutil.copytree(workdir, copy)
+    heldout = copy / "fold_2" / "heldout.npz"
+    heldout.write_bytes(heldout.read_bytes()[: heldout.stat().st_size // 2])
+    assert cv.fold_done(copy, 0) and not cv.fold_done(copy, 2)
+    lines = []
+    cv.run_crossvalidation(data, CONFIG, TRAIN, copy, num_folds=3, seed=0, log=lines.append)
+    assert any(line.startswith("fold 2:") and "does not match its digest" in line for line in lines)
+    assert "fold 0: done, skipping" in lines
+    assert sorted(cv.load_heldout(copy, 3)) == list(range(12))
+
+
+def test_a_damaged_setup_file_gives_a_clear_error(finished, tmp_path):
+    """Old code: a raw JSONDecodeError."""
+    data, workdir, _ = finished
+    copy = tmp_path / "cv"
+    shutil.copytree(workdir, copy)
+    (copy / "setup.json").write_text('{"model_config": {"cell"')
+    with pytest.raises(ValueError, match="setup.json is damaged.*delete"):
+        cv.run_crossvalidation(data, CONFIG, TRAIN, copy, num_folds=3, seed=0, log=lambda _: None)
+
+
+def test_all_folds_at_once_give_the_fold_by_fold_predictions(finished, tmp_path):
+    data, workdir, _ = finished
+    cv.run_crossvalidation(data, CONFIG, TRAIN, tmp_path / "at_once", num_folds=3, seed=0, log=lambda _: None,
+                           at_once=True)
+    assert (tmp_path / "at_once" / "batched" / "seeds1_folds_0_1_2" / "checkpoints").is_dir()
+    one_by_one, at_once = cv.load_heldout(workdir, 3), cv.load_heldout(tmp_path / "at_once", 3)
+    for i in one_by_one:
+        np.testing.assert_allclose(at_once[i], one_by_one[i], rtol=1e-4, atol=1e-4)
+
+
+def test_seeds_add_instances_averaged_in_probability(finished, tmp_path):
+    data, workdir, _ = finished
+    cv.run_crossvalidation(data, CONFIG, TRAIN, tmp_path / "seeds", num_folds=3, seed=0, log=lambda _: None, seeds=2)
+    folds = cv.fold_assignment(12, 3, 0)
+    heldout = cv.load_heldout(tmp_path / "seeds", 3)
+    first = cv.load_heldout(workdir, 3)  # instance 0 of each fold is the single-seed run's model
+    for k in range(3):
+        model = load_model(tmp_path / "seeds" / f"fold_{k}" / "model.npz", backbone_weights={})
+        assert model.num_components == 2
+        log_cbs = cv.centerbias_grids(np.asarray(model.centerbias), data.fixations, CONFIG.cell)
+        for i in np.flatnonzero(folds == k):
+            preds = [cv.predict_grids(CONFIG, jax.tree_util.tree_map(lambda x, c=c: x[c], model.head), [data.grids[i]],
+                                      [log_cbs[i]])[0] for c in range(2)]
+            np.testing.assert_allclose(preds[0], first[int(i)], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(heldout[int(i)], np.logaddexp(*preds) - np.log(2), atol=1e-5)
+    assert load_model(tmp_path / "seeds" / "mixture.npz", backbone_weights={}).num_components == 6
 
 
 def test_a_different_run_in_the_same_workdir_is_refused(finished):

@@ -36,12 +36,12 @@ def counting(monkeypatch):
     return seen
 
 
-def test_grids_match_the_model_and_are_memory_mapped(tmp_path, setup):
+def test_grids_match_the_model_and_are_read_only_arrays(tmp_path, setup):
     images, weights = setup
     grids = fc.cached_feature_grids(images, CONFIG, weights, tmp_path, batch_size=2, progress=False)
     for image, grid in zip(images, grids):
         expected = feature_grid(CONFIG, weights, jnp.asarray(image)[None])[0]
-        assert isinstance(grid, np.memmap) and grid.dtype == np.float16
+        assert not isinstance(grid, np.memmap) and not grid.flags.writeable and grid.dtype == np.float16
         np.testing.assert_allclose(grid.astype(np.float32), expected, rtol=1e-3, atol=1e-3)
     assert grids[0].shape == (4, 6, 9) and grids[4].shape == (6, 4, 9)
     index = json.loads((tmp_path / "index.json").read_text())
@@ -63,6 +63,21 @@ def test_only_changed_or_damaged_entries_are_rebuilt(tmp_path, setup, monkeypatc
     (tmp_path / f"{key}.npy").write_bytes(b"truncated")
     fc.cached_feature_grids(images, CONFIG, weights, tmp_path, batch_size=2, progress=False)
     assert sum(seen) == 2 * 2  # two images, each in a batch padded to 2
+
+
+def test_a_grid_file_overwritten_with_other_bytes_of_the_same_size_is_rebuilt(tmp_path, setup, monkeypatch):
+    """Old code: a same-size file with other values was used as is."""
+    images, weights = setup
+    first = fc.cached_feature_grids(images, CONFIG, weights, tmp_path, batch_size=2, progress=False)
+    key = fc.entry_key(images[2], fc.cache_context(CONFIG, fc.weights_fingerprint(weights), "float16"))
+    path = tmp_path / f"{key}.npy"
+    raw = bytearray(path.read_bytes())
+    raw[-8:] = bytes(8)  # the last four float16 values set to 0: same size, valid header
+    path.write_bytes(bytes(raw))
+    seen = counting(monkeypatch)
+    again = fc.cached_feature_grids(images, CONFIG, weights, tmp_path, batch_size=2, progress=False)
+    assert seen == [2]  # only image 2, in a batch padded to 2
+    np.testing.assert_array_equal(again[2], first[2])
 
 
 def test_keys_depend_on_weights_taps_and_dtype(setup):

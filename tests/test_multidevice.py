@@ -14,16 +14,17 @@ SCRIPT = textwrap.dedent(
     """
     import jax, jax.numpy as jnp, numpy as np
     from deepgaze_jax import training as T
+    from deepgaze_jax import input_pipeline as I
     from deepgaze_jax.model import SaliencyHead
     from synthetic import CONFIG, make_data
 
     assert jax.device_count() == 4, jax.devices()
     grids, log_cbs, fixations = make_data(num_images=11)  # 11 images: groups of 8 + 3, padded to 4 devices
     train, val = list(range(9)), [9, 10]
-    stats = T.feature_stats(grids, train)
-    meshes = {n: T.data_mesh(jax.devices()[:n]) for n in (1, 4)}
-    groups = {n: T.make_groups(grids, log_cbs, fixations, train, CONFIG.cell, mesh=m) for n, m in meshes.items()}
-    vals = {n: T.make_groups(grids, log_cbs, fixations, val, CONFIG.cell, mesh=m) for n, m in meshes.items()}
+    stats = I.feature_stats(grids, train)
+    meshes = {n: I.data_mesh(jax.devices()[:n]) for n in (1, 4)}
+    groups = {n: I.make_groups(grids, log_cbs, fixations, train, CONFIG.cell, mesh=m) for n, m in meshes.items()}
+    vals = {n: I.make_groups(grids, log_cbs, fixations, val, CONFIG.cell, mesh=m) for n, m in meshes.items()}
     assert all(len(g.grids.sharding.device_set) == 4 and g.num_images % 4 == 0 for g in groups[4])
 
     results = {}

@@ -19,7 +19,6 @@ from deepgaze_jax.serve import (
     MAX_UPLOAD_BYTES,
     ServiceLimits,
     demo_image,
-    fit_size,
 )
 from live_server import serve_fake_model
 

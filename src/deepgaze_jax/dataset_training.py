@@ -78,11 +78,13 @@ def crossvalidate_dataset(
     mode: Mode = "paper",
     command: dict | None = None,
     log: Callable[[str], None] = logger.info,
+    **options,
 ) -> tuple[DeepGazeParams, dict]:
     """Trains (or resumes) the ``num_folds`` fold models of ``dataset``; returns their mixture and the report.
 
     The mixture (`crossvalidation.run_crossvalidation`: the fold models averaged in
     probability, with a centre bias fitted on all fixations) is also ``workdir/mixture.npz``.
+    ``options`` go to `crossvalidation.run_crossvalidation` (``seeds``, ``at_once``, ``dtype``).
     """
     if num_folds < 2 or num_folds > len(dataset):
         raise ValueError(f"--folds must be between 2 and the number of images ({len(dataset)}), got {num_folds}")
@@ -96,7 +98,7 @@ def crossvalidate_dataset(
     del images
     mixture = crossvalidation.run_crossvalidation(
         crossvalidation.FoldData(grids, fixations), config, train_config, workdir,
-        num_folds=num_folds, seed=fold_seed, init=init, log=log,
+        num_folds=num_folds, seed=fold_seed, init=init, log=log, **options,
     )
     report = write_report(
         workdir, dataset, fixations, config.cell, num_folds, fold_seed, title, mode=mode,

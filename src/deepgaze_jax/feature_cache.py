@@ -4,8 +4,7 @@ The backbone is frozen, so training the readout only ever needs each image's
 feature grid (`model.feature_grid`: (h / 16, w / 16, C), e.g. 24 x 32 x 432 for a
 384 x 512 working image and EfficientNet-Lite0). They are computed once, in
 batches, with the backbone jitted once per working shape, and stored as one
-``.npy`` file per image (float16 by default, bfloat16 on request; loaded as
-read-only memory maps), plus a JSON index.
+``.npy`` file per image (float16 by default, bfloat16 on request), plus a JSON index.
 
 Every entry is keyed by a SHA-256 of the image's bytes and shape and of the
 *context*: backbone name, a fingerprint of its weights, a fingerprint of the code
@@ -14,7 +13,10 @@ that computes grids (`code_fingerprint`), the taps, the working long side and
 image, backbone, weight file, backbone code or tap list therefore gets a new key
 and only those grids are rebuilt; stale files are left for `prune` to remove.
 Files and the index are written atomically (temporary file + rename), so a build
-killed midway resumes where it stopped.
+killed midway resumes where it stopped. The index also holds the SHA-256 of every
+grid file; a file that no longer matches it (damaged, overwritten) is logged and
+recomputed. Grids are read into memory once, verified, and returned as read-only
+arrays (no memory maps: those are paged in again on every pass over the data).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import functools
 import hashlib
 import importlib
 import inspect
+import io
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -37,6 +41,8 @@ from tqdm.auto import tqdm
 from deepgaze_jax.backbones import _ops
 from deepgaze_jax.model import ModelConfig, feature_grid
 from deepgaze_jax.xla_options import jit
+
+logger = logging.getLogger(__name__)
 
 PREPROCESSING_VERSION = 1
 INDEX_NAME = "index.json"
@@ -105,23 +111,40 @@ def _read_index(directory: Path) -> dict:
     return index
 
 
-def _write_atomic(path: Path, write) -> None:
+def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
-        write(f)
+        f.write(data)
     os.replace(tmp, path)
 
 
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
 def _load_entry(directory: Path, key: str, entry: dict) -> np.ndarray | None:
-    """The cached grid as a read-only memory map, or None if its file is missing or does not match."""
+    """The cached grid (read-only, in memory), or None if its file is missing, damaged or does not match."""
+    path = directory / f"{key}.npy"
     try:
-        arr = np.load(directory / f"{key}.npy", mmap_mode="r")
-    except (OSError, ValueError):
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha256(raw).hexdigest() != entry.get("sha256"):
+        logger.warning("feature cache file %s does not match its digest in the index; recomputing it", path)
+        return None
+    buffer = io.BytesIO(raw)
+    try:
+        version = np.lib.format.read_magic(buffer)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, stored = reader(buffer)
+    except ValueError:
         return None
     dtype = STORAGE_DTYPES[entry["dtype"]]
-    if arr.shape != tuple(entry["shape"]) or arr.dtype.itemsize != dtype.itemsize:
+    if fortran_order or shape != tuple(entry["shape"]) or stored.itemsize != dtype.itemsize:
         return None
-    return arr.view(dtype)
+    return np.frombuffer(raw, dtype, offset=buffer.tell()).reshape(shape)
 
 
 @functools.lru_cache(maxsize=8)
@@ -149,7 +172,7 @@ def cached_feature_grids(
       dtype: storage dtype, "float16" or "bfloat16".
       batch_size: images per backbone call (missing images are grouped by shape).
     Returns:
-      per image, a read-only memory-mapped array of ``dtype``.
+      per image, a read-only in-memory array of ``dtype``, verified against its digest.
     """
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
@@ -179,10 +202,12 @@ def cached_feature_grids(
                     batch[j] = images[i]
                 out = np.asarray(compute(weights, jnp.asarray(batch)))
                 for j, i in enumerate(chunk):
-                    _write_atomic(directory / f"{keys[i]}.npy", lambda f, a=out[j]: np.save(f, a.view(np.uint16)))
-                    index["entries"][keys[i]] = {"shape": list(out.shape[1:]), "dtype": dtype, "context": context}
+                    data = _npy_bytes(out[j].view(np.uint16))
+                    _write_atomic(directory / f"{keys[i]}.npy", data)
+                    index["entries"][keys[i]] = {"shape": list(out.shape[1:]), "dtype": dtype, "context": context,
+                                                 "sha256": hashlib.sha256(data).hexdigest()}
                     grids[i] = _load_entry(directory, keys[i], index["entries"][keys[i]])
-                _write_atomic(directory / INDEX_NAME, lambda f: f.write(json.dumps(index).encode()))
+                _write_atomic(directory / INDEX_NAME, json.dumps(index).encode())
                 bar.update(len(chunk))
         bar.close()
     return grids  # type: ignore[return-value]
@@ -197,5 +222,5 @@ def prune(directory: str | os.PathLike, keep: Sequence[str]) -> int:
     for key in removed:
         (directory / f"{key}.npy").unlink(missing_ok=True)
         del index["entries"][key]
-    _write_atomic(directory / INDEX_NAME, lambda f: f.write(json.dumps(index).encode()))
+    _write_atomic(directory / INDEX_NAME, json.dumps(index).encode())
     return len(removed)

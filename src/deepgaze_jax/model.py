@@ -176,12 +176,18 @@ def log_density_grid(
     return head_log_density(params.config, params.head, grid, log_centerbias)
 
 
+def init_head_variables(config: ModelConfig, key: jax.Array, channels: int | None = None):
+    """Fresh variables of one `SaliencyHead` (no mixture axis) for grids of ``channels`` channels
+    (default: the backbone's taps). The values do not depend on the grid's spatial size."""
+    channels = config.num_channels() if channels is None else channels
+    grid = jnp.zeros((1, 2, 2, channels), jnp.float32)
+    return SaliencyHead(config).init(key, grid, jnp.zeros((1, 4, 4), jnp.float32))
+
+
 def init_head(config: ModelConfig, key: jax.Array, num_components: int = 1):
     """Fresh head variables with a leading mixture axis of ``num_components``."""
-    grid = jnp.zeros((1, 2, 2, config.num_channels()), jnp.float32)
-    log_cb = jnp.zeros((1, 2 * config.grid_stride() // config.cell,) * 2, jnp.float32)
     keys = jax.random.split(key, num_components)
-    return jax.vmap(lambda k: SaliencyHead(config).init(k, grid, log_cb))(keys)
+    return jax.vmap(lambda k: init_head_variables(config, k))(keys)
 
 
 def init_params(

@@ -35,6 +35,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--folds", type=int, default=10)
     p.add_argument("--fold-seed", type=int, default=0, help="seed of the split of images into folds")
     p.add_argument("--init-seed", type=int, default=0, help="seed of the readout initialisation")
+    p.add_argument("--seeds", type=int, default=1, help="readout instances per fold (averaged in probability)")
     p.add_argument("--init", default=None, help="'default' (fine-tune the bundled model) or a model .npz")
     p.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
     p.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay, help="L2 on readout weights")
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         command = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
         crossvalidate_dataset(
             dataset, config, train_config, workdir, args.cache_dir, title, num_folds=args.folds,
-            fold_seed=args.fold_seed, init=init, mode="aspect", command=command,
+            fold_seed=args.fold_seed, init=init, mode="aspect", command=command, seeds=args.seeds,
         )
     except (ValueError, OSError, WeightsError) as exc:
         print(f"deepgaze-jax train: {exc}", file=sys.stderr)

@@ -1,0 +1,373 @@
+"""Training K readouts at once on the same cached grids (e.g. the folds x seeds of one backbone).
+
+One jitted program per epoch serves all K models: every loss evaluation reads each
+grid once for all of them (``jax.vmap`` over the model axis turns the first 1x1
+layer of the K readouts into one matmul with K x 16 outputs), and each model keeps
+its own
+
+* training and validation images: per-model image weights (`ModelData`; 1 for the
+  model's images, 0 elsewhere), so a fold's model never sees its held-out images;
+* centre bias (one per model and grid shape) and feature statistics;
+* L-BFGS state and zoom line search (`optax.lbfgs` updated under ``vmap``, each model
+  with its own objective);
+* stopping rule (`training.should_stop`): a model that has stopped is frozen, keeping
+  its best parameters, while the others go on.
+
+The state is a `training.TrainState` with a leading model axis, checkpointed whole
+(`checkpoints.save_checkpoint`, one step per epoch) and resumed bit-exactly. The images
+are sharded over the mesh axis ``"data"`` with ``jax.shard_map`` as in `likelihood`;
+on each device the loss runs over its images in chunks (``lax.scan``) whose value and
+gradient are computed in one pass (a ``custom_vjp``), so memory stays bounded whatever K.
+
+Kernel time. XLA:CPU gives every call of a compiled function fresh memory for its
+temporaries, and the kernel faults each of its pages in again at every call; a
+whole-training-set loss (as `likelihood.make_loss_fn`) touches the activations of all
+images per call, and about a quarter of the CPU time goes to the kernel. The chunks
+here keep the temporaries to one chunk of all K models, which cuts the system time
+to a few per cent of the user time.
+
+Cost. Under ``vmap`` a branch of the zoom line search (``lax.cond`` on a per-model
+flag) runs both sides for every model, so each line-search step costs two evaluations
+of loss and gradient, and every model is evaluated on every image (its weights mask
+the others) and validated on all of them. On a 2-core AVX2 CPU, where the readout
+and the finalizer are compute-bound, that outweighs reading each grid once
+(`python -m benchmarks.training --cv-only` measures both ways); a line search that
+evaluates once per step for all models would be needed to gain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from pathlib import Path
+from typing import Callable, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from deepgaze_jax.checkpoints import save_checkpoint
+from deepgaze_jax.data.fixations import Fixations
+from deepgaze_jax.input_pipeline import DATA_AXIS, data_mesh, group_by_shape, stack_padded
+from deepgaze_jax.likelihood import fixation_counts, log_likelihood_per_image
+from deepgaze_jax.model import ModelConfig, SaliencyHead
+from deepgaze_jax.training import TrainConfig, TrainState, make_optimizer, record_epoch, should_stop, weight_penalty
+
+logger = logging.getLogger(__name__)
+
+CHUNK_IMAGE_MODELS = 256
+
+
+def training_dtype(device: jax.Device | None = None, cpuinfo: str | Path = "/proc/cpuinfo") -> np.dtype:
+    """bfloat16 on a GPU or on a CPU with AMX-BF16 (flag ``amx_bf16``), float32 elsewhere.
+
+    The grids on device and the readout's first matmul take this dtype; accumulation,
+    the rest of the readout and the finalizer stay float32.
+    """
+    device = jax.devices()[0] if device is None else device
+    if device.platform == "gpu":
+        return np.dtype(jnp.bfloat16)
+    try:
+        flags = Path(cpuinfo).read_text()
+    except OSError:
+        return np.dtype(np.float32)
+    return np.dtype(jnp.bfloat16) if "amx_bf16" in flags.split() else np.dtype(np.float32)
+
+
+@flax.struct.dataclass
+class PoolGroup:
+    """All images of one grid shape, shared by the K models, sharded over the images.
+
+    Attributes:
+      grids: (N, h, w, C) feature grids.
+      counts: (N, H, W) float32 fixations per density-grid cell.
+      fixations: (N,) float32 fixations per image.
+      chunk: images per loss chunk on one device (static).
+    """
+
+    grids: jnp.ndarray
+    counts: jnp.ndarray
+    fixations: jnp.ndarray
+    chunk: int = flax.struct.field(pytree_node=False)
+
+
+@flax.struct.dataclass
+class ModelData:
+    """Per model (leading axis K), one entry per `PoolGroup`.
+
+    Attributes:
+      log_centerbias: tuple of (K, H, W) float32 log centre bias on the group's density grid.
+      train, val: tuples of (K, N) float32 weights: 1 for the model's training (validation) images.
+    """
+
+    log_centerbias: tuple
+    train: tuple
+    val: tuple
+
+
+def chunking(images: int, devices: int, target: int) -> tuple[int, int]:
+    """(chunk, padded image count): per device ``ceil(images / devices)`` images in near-equal chunks."""
+    local = -(-images // devices)
+    chunks = -(-local // target)
+    chunk = -(-local // chunks)
+    return chunk, chunk * chunks * devices
+
+
+def make_pool(
+    grids: Sequence[np.ndarray],
+    fixations: Fixations,
+    centerbias: Sequence[Callable[[tuple[int, int]], np.ndarray]],
+    train_images: Sequence[Sequence[int]],
+    val_images: Sequence[Sequence[int]],
+    cell: int,
+    mesh: Mesh | None = None,
+    dtype: np.dtype = np.float32,
+    chunk_images: int | None = None,
+) -> tuple[tuple[PoolGroup, ...], ModelData]:
+    """The groups of every image any model uses and the K models' `ModelData`.
+
+    Args:
+      grids: per image of the dataset, (h, w, C) features.
+      fixations: working-space fixations on the dataset's images.
+      centerbias: per model, a function from a density-grid shape (H, W) to its (H, W) log centre
+        bias there, e.g. ``functools.partial(model.centerbias_on_grid, template)``.
+      train_images, val_images: per model, the images it trains on and stops on.
+      cell: density-grid cell size in working pixels.
+      mesh: device mesh with axis ``"data"``; default `data_mesh()`.
+      dtype: of the grids on device (`training_dtype`).
+      chunk_images: images per loss chunk and device; default ``CHUNK_IMAGE_MODELS // K`` (at least 4),
+        which bounds the temporaries of an evaluation of all K models.
+    """
+    mesh = data_mesh() if mesh is None else mesh
+    chunk_images = max(4, CHUNK_IMAGE_MODELS // len(centerbias)) if chunk_images is None else chunk_images
+    devices = mesh.shape[DATA_AXIS]
+    used = sorted({int(i) for images in (*train_images, *val_images) for i in images})
+    by_image = NamedSharding(mesh, P(DATA_AXIS))
+    per_model = NamedSharding(mesh, P(None, DATA_AXIS))
+    groups, log_cbs, trains, vals = [], [], [], []
+    for members in group_by_shape(grids, used):
+        chunk, size = chunking(len(members), devices, chunk_images)
+        counts = np.zeros((size, *density_shape(fixations, members[0], cell)), np.float32)
+        counts[: len(members)] = fixation_counts(fixations, members, counts.shape[1:], cell)
+        arrays = (stack_padded(grids, members, size, dtype), counts, counts.sum(axis=(1, 2)))
+        groups.append(PoolGroup(*(jax.device_put(a, by_image) for a in arrays), chunk=chunk))
+        position = {i: j for j, i in enumerate(members)}
+        log_cbs.append(np.stack([np.asarray(fn(counts.shape[1:]), np.float32) for fn in centerbias]))
+        trains.append(jax.device_put(image_weights(train_images, position, size), per_model))
+        vals.append(jax.device_put(image_weights(val_images, position, size), per_model))
+    replicated = NamedSharding(mesh, P())
+    models = ModelData(tuple(jax.device_put(c, replicated) for c in log_cbs), tuple(trains), tuple(vals))
+    return tuple(groups), models
+
+
+def density_shape(fixations: Fixations, image: int, cell: int) -> tuple[int, int]:
+    """(H, W) of image ``image``'s density grid (its working size over ``cell``)."""
+    height, width = (int(s) for s in fixations.image_sizes[image])
+    return height // cell, width // cell
+
+
+def image_weights(images: Sequence[Sequence[int]], position: dict[int, int], size: int) -> np.ndarray:
+    """(K, size) float32: 1 where model k uses the group's image at that position."""
+    weights = np.zeros((len(images), size), np.float32)
+    for k, chosen in enumerate(images):
+        rows = [position[int(i)] for i in chosen if int(i) in position]
+        weights[k, rows] = 1.0
+    return weights
+
+
+@jax.custom_batching.custom_vmap
+def shared(x: jnp.ndarray) -> jnp.ndarray:
+    """``x``, the same for every model: under ``vmap``, a batched ``x`` is taken from its first model.
+
+    The data of a `PoolGroup` is never batched by the caller, but a ``lax.cond`` on a
+    per-model flag (e.g. in the zoom line search) broadcasts every operand to all K
+    models; reading the first copy lets XLA drop that K-fold broadcast of the grids.
+    """
+    return x
+
+
+@shared.def_vmap
+def _shared_vmap(axis_size, in_batched, x):
+    (batched,) = in_batched
+    return (x[0] if batched else x), False
+
+
+def make_model_loss(config: ModelConfig, mesh: Mesh) -> Callable:
+    """``loss(params, stats, log_cbs, weights, groups)``: one model's mean NLL vs uniform (nats/fix)
+    over the images that ``weights`` select; call it under ``vmap`` for K models."""
+    head = SaliencyHead(config)
+
+    def chunk_ll(params, stats, log_cb, weight, grids, counts):
+        log_density = head.apply({"params": params, "stats": stats}, grids, jnp.broadcast_to(log_cb, counts.shape))
+        return jnp.sum(weight * log_likelihood_per_image(log_density, counts))
+
+    def chunked_sum(fn, params, stats, log_cbs, weights, groups):
+        total = None
+        for log_cb, weight, group in zip(log_cbs, weights, groups):
+            split = lambda x, n=group.chunk: x.reshape(-1, n, *x.shape[1:])  # noqa: E731
+
+            def body(acc, xs, log_cb=log_cb):
+                return jax.tree_util.tree_map(jnp.add, acc, fn(params, stats, log_cb, *xs)), None
+
+            xs = (split(weight), split(group.grids), split(group.counts))
+            zero = jax.tree_util.tree_map(jnp.zeros_like, jax.eval_shape(fn, params, stats, log_cb, *(x[0] for x in xs)))
+            acc, _ = jax.lax.scan(body, zero, xs)
+            total = acc if total is None else jax.tree_util.tree_map(jnp.add, total, acc)
+        return total
+
+    @jax.custom_vjp
+    def weighted_ll(params, stats, log_cbs, weights, groups):
+        return chunked_sum(chunk_ll, params, stats, log_cbs, weights, groups)
+
+    def weighted_ll_fwd(params, stats, log_cbs, weights, groups):
+        return chunked_sum(jax.value_and_grad(chunk_ll), params, stats, log_cbs, weights, groups)
+
+    def weighted_ll_bwd(grad, cotangent):
+        # params are replicated: their cotangent is the sum over the devices' images
+        return jax.tree_util.tree_map(lambda g: jax.lax.psum(cotangent * g, DATA_AXIS), grad), None, None, None, None
+
+    weighted_ll.defvjp(weighted_ll_fwd, weighted_ll_bwd)
+
+    def local(params, stats, log_cbs, weights, groups):
+        groups = jax.tree_util.tree_map(shared, groups)
+        total = weighted_ll(params, stats, log_cbs, weights, groups)
+        count = sum(jnp.sum(w * g.fixations) for w, g in zip(weights, groups))
+        total, count = jax.lax.psum((total, count), DATA_AXIS)
+        return -total / jnp.maximum(count, 1.0)
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(), P(DATA_AXIS), P(DATA_AXIS)), out_specs=P())
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchedSteps:
+    """The compiled functions of a K-model run (built by `make_batched_steps`).
+
+    Attributes:
+      evaluate: ``(states, models, groups) -> (K,) train, (K,) val`` NLL (nats/fix) at the current params.
+      record: ``(states, train, val) -> states`` `training.record_epoch` for every model.
+      epoch: ``(states, models, groups, active) -> states``: one L-BFGS iteration of every active
+        model, its training and validation loss recorded; inactive models unchanged.
+      mesh: the device mesh.
+    """
+
+    evaluate: Callable
+    record: Callable
+    epoch: Callable
+    mesh: Mesh
+
+    def replicate(self, states: TrainState) -> TrainState:
+        """``states`` strongly typed and replicated over the mesh (as the compiled functions return it)."""
+        replicated = NamedSharding(self.mesh, P())
+        return jax.tree_util.tree_map(lambda x: jax.device_put(np.asarray(x), replicated), states)
+
+
+def make_batched_steps(config: ModelConfig, train_config: TrainConfig, mesh: Mesh | None = None) -> BatchedSteps:
+    """Jitted functions training K models with L-BFGS on ``mesh`` (default: all devices)."""
+    if train_config.optimizer != "lbfgs":
+        raise ValueError("training many readouts at once supports L-BFGS only; train fold by fold for Adam")
+    mesh = data_mesh() if mesh is None else mesh
+    loss = make_model_loss(config, mesh)
+    tx = make_optimizer(train_config)
+    penalty = functools.partial(weight_penalty, train_config)
+
+    def objective(params, stats, model, groups):
+        return loss(params, stats, model.log_centerbias, model.train, groups) + penalty(params)
+
+    def update(state: TrainState, model: ModelData, groups, value, grad) -> TrainState:
+        value_fn = functools.partial(objective, stats=state.stats, model=model, groups=groups)
+        updates, opt_state = tx.update(grad, state.opt_state, state.params, value=value, grad=grad, value_fn=value_fn)
+        params = optax.apply_updates(state.params, updates)
+        train_loss = optax.tree_utils.tree_get(opt_state, "value") - penalty(params)
+        val_loss = loss(params, state.stats, model.log_centerbias, model.val, groups)
+        return record_epoch(state.replace(params=params, opt_state=opt_state, epoch=state.epoch + 1), train_loss, val_loss)
+
+    def value_and_grad(states: TrainState, models: ModelData, groups):
+        # optax.value_and_grad_from_state per model would, under vmap, evaluate the loss in every
+        # epoch (its lax.cond becomes a select); all models share whether a value is stored.
+        stored = optax.tree_utils.tree_get(states.opt_state, "value"), optax.tree_utils.tree_get(states.opt_state, "grad")
+        fresh = jax.vmap(lambda s, m: jax.value_and_grad(objective)(s.params, s.stats, m, groups))
+        return jax.lax.cond(jnp.all(jnp.isfinite(stored[0])), lambda: stored, lambda: fresh(states, models))
+
+    @jax.jit
+    def epoch(states: TrainState, models: ModelData, groups, active) -> TrainState:
+        value, grad = value_and_grad(states, models, groups)
+        if states.epoch.shape[0] == 1:  # one model: no vmap, so each lax.cond of the line search runs one side
+            first = functools.partial(jax.tree_util.tree_map, lambda x: x[0])
+            new = update(first(states), first(models), groups, value[0], first(grad))
+            new = jax.tree_util.tree_map(lambda x: x[None], new)
+        else:
+            new = jax.vmap(update, in_axes=(0, 0, None, 0, 0))(states, models, groups, value, grad)
+        keep = lambda n, o: jnp.where(active.reshape(-1, *(1,) * (n.ndim - 1)), n, o)  # noqa: E731
+        return jax.tree_util.tree_map(keep, new, states)
+
+    @jax.jit
+    def evaluate(states: TrainState, models: ModelData, groups):
+        per_model = lambda s, m, w: loss(s.params, s.stats, m.log_centerbias, w, groups)  # noqa: E731
+        return jax.vmap(per_model)(states, models, models.train), jax.vmap(per_model)(states, models, models.val)
+
+    return BatchedSteps(evaluate=evaluate, record=jax.jit(jax.vmap(record_epoch)), epoch=epoch, mesh=mesh)
+
+
+def stack_states(states: Sequence[TrainState]) -> TrainState:
+    """K single-model states -> one state with a leading model axis."""
+    return jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *states)
+
+
+def unstack_state(states: TrainState, k: int) -> TrainState:
+    """Model ``k``'s state out of a stacked one."""
+    return jax.tree_util.tree_map(lambda x: x[k], states)
+
+
+def active_models(states: TrainState, train_config: TrainConfig) -> np.ndarray:
+    """(K,) bool: the models whose stopping rule has not fired."""
+    val, epochs = np.asarray(states.val_loss), np.asarray(states.epoch)
+    return np.asarray([not should_stop(val[k], int(epochs[k]), train_config) for k in range(len(epochs))])
+
+
+def fit_many(
+    states: TrainState,
+    groups: tuple[PoolGroup, ...],
+    models: ModelData,
+    steps: BatchedSteps,
+    train_config: TrainConfig,
+    manager: ocp.CheckpointManager | None = None,
+    stop_at: int | None = None,
+    log: Callable[[str], None] = logger.info,
+    names: Sequence[str] | None = None,
+) -> TrainState:
+    """Trains the K models of ``states`` until each one's stopping rule fires (or epoch ``stop_at``).
+
+    Checkpoints every epoch; at epoch 0 the initial params are first evaluated. Returns
+    the final states; their ``best_params`` are the ones to use.
+    """
+    states = steps.replicate(states)
+    names = [f"model {k}" for k in range(len(np.asarray(states.epoch)))] if names is None else names
+    if int(np.max(np.asarray(states.epoch))) == 0 and np.isnan(np.asarray(states.val_loss)[:, 0]).all():
+        states = steps.record(states, *steps.evaluate(states, models, groups))
+        if manager is not None:
+            save_checkpoint(manager, states)
+    limit = train_config.max_epochs if stop_at is None else min(stop_at, train_config.max_epochs)
+    active = active_models(states, train_config)
+    while active.any() and int(np.max(np.asarray(states.epoch))) < limit:
+        states = steps.epoch(states, models, groups, jnp.asarray(active))
+        if manager is not None:
+            save_checkpoint(manager, states)
+        log_epoch(states, active, log)
+        was_active, active = active, active_models(states, train_config)
+        for k in np.flatnonzero(was_active & ~active):
+            log(f"{names[k]}: stopped after {int(states.epoch[k])} epochs (best epoch {int(states.best_epoch[k])})")
+    return states
+
+
+def log_epoch(states: TrainState, active: np.ndarray, log: Callable[[str], None]) -> None:
+    """One line per epoch: the mean training and validation NLL of the models that ran it."""
+    epoch = int(np.max(np.asarray(states.epoch)))
+    train = np.asarray(states.train_loss)[active, epoch]
+    val = np.asarray(states.val_loss)[active, epoch]
+    log(f"epoch {epoch}: {int(active.sum())} models training, mean train NLL {train.mean():.5f} nats/fix, "
+        f"mean val NLL {val.mean():.5f} nats/fix")

@@ -1,0 +1,145 @@
+import functools
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from deepgaze_jax import batched_training as B
+from deepgaze_jax import checkpoints as C
+from deepgaze_jax import input_pipeline as I
+from deepgaze_jax import training as T
+from deepgaze_jax.model import SaliencyHead, centerbias_on_grid
+from synthetic import CONFIG, make_data
+
+FOLDS = np.arange(12) % 3
+CFG = T.TrainConfig(max_epochs=25, min_epochs=5)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """Three fold-models on 12 synthetic images, each with its own split, statistics and centre bias."""
+    grids, _, fixations = make_data(num_images=12)
+    r, c = np.meshgrid(np.linspace(-1, 1, 16), np.linspace(-1, 1, 16), indexing="ij")
+    templates = [-(r**2 + c**2) * (1 + k) for k in range(3)]
+    trains = [np.flatnonzero(FOLDS != k) for k in range(3)]
+    vals = [np.flatnonzero(FOLDS == k) for k in range(3)]
+    sums = I.feature_sums(grids)
+    states = [T.create_train_state(CONFIG, CFG, I.stats_from_sums(sums, t), key=jax.random.PRNGKey(k))
+              for k, t in enumerate(trains)]
+    return grids, fixations, templates, trains, vals, states
+
+
+def pool(setup, dtype=np.float32):
+    grids, fixations, templates, trains, vals, _ = setup
+    centerbias = [functools.partial(centerbias_on_grid, t) for t in templates]
+    return B.make_pool(grids, fixations, centerbias, trains, vals, CONFIG.cell, dtype=dtype, chunk_images=2)
+
+
+def fit_batched(setup, dtype=np.float32, **kwargs):
+    groups, models = pool(setup, dtype)
+    steps = B.make_batched_steps(CONFIG, CFG)
+    return B.fit_many(B.stack_states(setup[-1]), groups, models, steps, CFG, log=lambda _: None, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def batched(setup):
+    return jax.tree_util.tree_map(np.asarray, fit_batched(setup))
+
+
+def fold_groups(setup, k, dtype=np.float32):
+    grids, fixations, templates, trains, vals, _ = setup
+    log_cbs = [np.asarray(centerbias_on_grid(templates[k], (h // CONFIG.cell, w // CONFIG.cell)))
+               for h, w in fixations.image_sizes]
+    return (I.make_groups(grids, log_cbs, fixations, trains[k], CONFIG.cell, dtype=dtype),
+            I.make_groups(grids, log_cbs, fixations, vals[k], CONFIG.cell, dtype=dtype))
+
+
+def test_three_models_at_once_equal_three_fold_by_fold_runs(setup, batched):
+    """Same folds, seeds and stopping: the histories agree to float32 rounding, whatever epoch each stops at."""
+    steps = T.make_steps(CONFIG, CFG)
+    for k in range(3):
+        train, val = fold_groups(setup, k)
+        alone = T.fit(setup[-1][k], train, val, steps, CFG, log=lambda _: None)
+        n = int(alone.epoch)
+        assert int(batched.epoch[k]) == n and int(batched.best_epoch[k]) == int(alone.best_epoch)
+        np.testing.assert_allclose(batched.val_loss[k, : n + 1], alone.val_loss[: n + 1], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(batched.train_loss[k, : n + 1], alone.train_loss[: n + 1], rtol=1e-5, atol=1e-5)
+        assert np.isnan(batched.val_loss[k, n + 1 :]).all()
+        for a, b in zip(jax.tree_util.tree_leaves(B.unstack_state(batched, k).best_params),
+                        jax.tree_util.tree_leaves(alone.best_params)):
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_each_model_stops_by_its_own_rule(batched):
+    for k in range(3):
+        epochs = int(batched.epoch[k])
+        assert T.should_stop(batched.val_loss[k], epochs, CFG)
+        assert not any(T.should_stop(batched.val_loss[k], e, CFG) for e in range(epochs))
+        assert int(batched.best_epoch[k]) == int(np.nanargmin(batched.val_loss[k]))
+
+
+def test_an_inactive_model_is_frozen(setup):
+    groups, models = pool(setup)
+    steps = B.make_batched_steps(CONFIG, CFG)
+    states = steps.replicate(B.stack_states(setup[-1]))
+    states = steps.record(states, *steps.evaluate(states, models, groups))
+    after = steps.epoch(states, models, groups, np.asarray([True, False, True]))
+    for a, b in zip(jax.tree_util.tree_leaves(B.unstack_state(after, 1)), jax.tree_util.tree_leaves(B.unstack_state(states, 1))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert [int(e) for e in after.epoch] == [1, 0, 1]
+
+
+def test_resume_is_bit_exact(tmp_path, setup, batched):
+    manager = C.checkpoint_manager(tmp_path / "ckpt")
+    fit_batched(setup, manager=manager, stop_at=4)
+    manager.close()
+    manager = C.checkpoint_manager(tmp_path / "ckpt")
+    template = B.stack_states([T.create_train_state(CONFIG, CFG, s.stats, key=jax.random.PRNGKey(9)) for s in setup[-1]])
+    restored = C.restore_checkpoint(manager, template)
+    assert [int(e) for e in restored.epoch] == [4, 4, 4]
+    groups, models = pool(setup)
+    resumed = B.fit_many(restored, groups, models, B.make_batched_steps(CONFIG, CFG), CFG, manager=manager,
+                         log=lambda _: None)
+    for a, b in zip(jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(batched)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def crossvalidated_ll_bits(setup, state):
+    """Held-out LL vs uniform (bits/fix) over all images, each scored in float32 by the best params of the
+    model that did not train on it (as the crossvalidation reports it)."""
+    total = count = 0.0
+    for k in range(3):
+        for group in fold_groups(setup, k)[1]:
+            variables = B.unstack_state(state, k).head_variables()
+            log_p = np.asarray(SaliencyHead(CONFIG).apply(variables, group.grids, group.log_centerbias))
+            total += float(np.sum(np.asarray(group.counts) * (log_p + math.log(np.prod(log_p.shape[1:])))))
+            count += float(np.sum(group.counts))
+    return total / count / math.log(2)
+
+
+def test_bfloat16_training_stays_within_2_millibits_of_float32(setup, batched):
+    bf16 = jax.tree_util.tree_map(np.asarray, fit_batched(setup, dtype=np.dtype("bfloat16")))
+    assert abs(crossvalidated_ll_bits(setup, bf16) - crossvalidated_ll_bits(setup, batched)) < 0.002
+
+
+def test_training_dtype_follows_the_hardware(tmp_path):
+    cpu = jax.devices("cpu")[0]
+    amx, avx = tmp_path / "amx", tmp_path / "avx"
+    amx.write_text("flags\t\t: fpu sse avx2 amx_bf16 amx_tile\n")
+    avx.write_text("flags\t\t: fpu sse avx2 fma\n")
+    assert B.training_dtype(cpu, amx) == np.dtype("bfloat16")
+    assert B.training_dtype(cpu, avx) == np.float32
+    assert B.training_dtype(cpu, tmp_path / "missing") == np.float32
+
+
+def test_chunking_covers_every_image_in_equal_chunks():
+    for images, devices in ((1, 1), (63, 1), (65, 1), (770, 2), (233, 4)):
+        chunk, padded = B.chunking(images, devices, 64)
+        assert padded >= images and padded % (devices * chunk) == 0 and chunk <= 64
+        assert padded - images < devices * (padded // (devices * chunk) + 1)  # < one image per chunk and device
+
+
+def test_adam_is_refused():
+    with pytest.raises(ValueError, match="fold by fold"):
+        B.make_batched_steps(CONFIG, T.TrainConfig(optimizer="adam"))
