@@ -173,6 +173,22 @@ def _shuffled_negatives(fixations: Fixations, size: tuple[int, int]) -> tuple[np
     return relative_cells(ry, size[0]), relative_cells(rx, size[1])
 
 
+def _image_log_density(log_density_fn: LogDensityFn, i, size: tuple[int, int]) -> np.ndarray:
+    """Image ``i``'s log density from ``log_density_fn``; an error unless its shape is ``size``."""
+    log_density = np.asarray(log_density_fn(int(i)))
+    if log_density.shape != size:
+        raise ValueError(f"log density of image {i} has shape {log_density.shape}, fixations say {size}")
+    return log_density
+
+
+def _negatives_of(cache: dict, fixations: Fixations, size: tuple[int, int], i) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns, on an image of ``size``, of the fixations on every image but ``i`` (cached per size)."""
+    if size not in cache:
+        cache[size] = _shuffled_negatives(fixations, size)
+    other = fixations.n != i
+    return cache[size][0][other], cache[size][1][other]
+
+
 def evaluate_log_densities(
     log_density_fn: LogDensityFn,
     fixations: Fixations,
@@ -215,13 +231,8 @@ def evaluate_log_densities(
         idx = order[starts[k] : ends[k]]
         rows, cols = rows_all[idx], cols_all[idx]
         size = (int(sizes[i, 0]), int(sizes[i, 1]))
-        log_density = np.asarray(log_density_fn(int(i)))
-        if log_density.shape != size:
-            raise ValueError(f"log density of image {i} has shape {log_density.shape}, fixations say {size}")
-        if size not in negatives:
-            negatives[size] = _shuffled_negatives(fixations, size)
-        other = fixations.n != i
-        neg_rows, neg_cols = negatives[size][0][other], negatives[size][1][other]
+        log_density = _image_log_density(log_density_fn, i, size)
+        neg_rows, neg_cols = _negatives_of(negatives, fixations, size, i)
 
         per_fix["ll_bits"][idx] = log_likelihood_bits(log_density, rows, cols)
         per_fix["auc"][idx] = auc_per_fixation(log_density, rows, cols)
@@ -279,14 +290,9 @@ def shuffled_auc_per_fixation(
     for i in tqdm(np.flatnonzero(fixations.counts_per_image() > 0), desc=desc, disable=not progress, unit="img"):
         idx = np.flatnonzero(fixations.n == i)
         size = (int(fixations.image_sizes[i, 0]), int(fixations.image_sizes[i, 1]))
-        log_density = np.asarray(log_density_fn(int(i)))
-        if log_density.shape != size:
-            raise ValueError(f"log density of image {i} has shape {log_density.shape}, fixations say {size}")
-        if size not in negatives:
-            negatives[size] = _shuffled_negatives(fixations, size)
-        other = fixations.n != i
-        if other.any():
-            neg_rows, neg_cols = negatives[size][0][other], negatives[size][1][other]
+        log_density = _image_log_density(log_density_fn, i, size)
+        neg_rows, neg_cols = _negatives_of(negatives, fixations, size, i)
+        if len(neg_rows):
             out[idx] = sauc_per_fixation(log_density, rows_all[idx], cols_all[idx], neg_rows, neg_cols)
     return out
 
