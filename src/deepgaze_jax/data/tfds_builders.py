@@ -62,6 +62,14 @@ def _manual_dir(dl_manager: tfds.download.DownloadManager) -> Path | None:
         return None
 
 
+def _located_root(find_root, dl_manager, instructions: str) -> Path:
+    """``find_root(manual_dir)``; when the data is missing, the error ends with the download instructions."""
+    try:
+        return find_root(_manual_dir(dl_manager))
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{exc}\n{instructions}") from exc
+
+
 class _FixationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Shared features and info of the builders below; not registered itself."""
 
@@ -136,10 +144,7 @@ data/mit/). Without a manual_dir, shared/datasets/mit1003 beside the checkout is
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        try:
-            root = mit1003.find_mit1003_root(_manual_dir(dl_manager))
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(f"{exc}\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}") from exc
+        root = _located_root(mit1003.find_mit1003_root, dl_manager, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
         log.info("building MIT1003 from %s", root)
         return {"train": self._generate_examples(dataset=mit1003.mit1003(root))}
 
@@ -214,10 +219,7 @@ shared/datasets/osie beside the checkout is used if present.
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        try:
-            root = osie.find_osie_root(_manual_dir(dl_manager))
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(f"{exc}\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}") from exc
+        root = _located_root(osie.find_osie_root, dl_manager, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
         log.info("building OSIE %s from %s", self.builder_config.name, root)
         return {"train": self._generate_examples(root=root, source=self.builder_config.name)}
 
