@@ -56,7 +56,8 @@ def test_train_writes_a_model_and_the_report(trained, csv_dataset):
     report = json.loads((trained.with_suffix(".run") / "report.json").read_text())
     assert set(report["per_image"]["index"]) == set(range(len(SIZES)))  # every image scored held out
     assert np.isfinite(report["overall"]["ll_bits"]) and report["command"]["folds"] == 3
-    assert (trained.with_suffix(".run") / "report.md").is_file()
+    assert "paper_subset_1024x768" not in report  # no 1024x768 images here: no such row
+    assert "paper subset" not in (trained.with_suffix(".run") / "report.md").read_text()
 
 
 def test_rerun_resumes_and_skips_finished_folds(trained, csv_dataset, caplog):

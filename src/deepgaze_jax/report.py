@@ -56,7 +56,7 @@ def crossval_report(
     progress: bool = True,
     heldout_no_centerbias: Mapping[int, np.ndarray] | None = None,
 ) -> dict:
-    """Scores of the held-out predictions: per fold, overall, and on the paper's 463 1024x768 images.
+    """Scores of the held-out predictions: per fold, overall, and on the paper's 463 1024x768 images (if any).
 
     ``fixations`` are in working space; ``original_sizes`` (I, 2) the images' original
     (height, width) (the paper's subset is the images of original size 768 x 1024).
@@ -85,7 +85,7 @@ def crossval_report(
     histories = [_history(workdir, k) for k in range(num_folds)]
     return {
         "overall": subset_scores(result, fixations, np.arange(fixations.num_images)),
-        "paper_subset_1024x768": subset_scores(result, fixations, paper),
+        **({"paper_subset_1024x768": subset_scores(result, fixations, paper)} if len(paper) else {}),
         "folds": [
             {**subset_scores(result, fixations, np.flatnonzero(folds == k)),
              **{key: histories[k][key] for key in HISTORY_KEYS if key in histories[k]}}
@@ -166,7 +166,8 @@ def report_markdown(report: dict, title: str) -> str:
         return f"| {name} | " + " | ".join(cells) + " |"
 
     lines.append(row("**all images**", report["overall"]))
-    lines.append(row("paper subset (1024x768)", report["paper_subset_1024x768"]))
+    if "paper_subset_1024x768" in report:  # datasets other than MIT1003 may have no such images
+        lines.append(row("paper subset (1024x768)", report["paper_subset_1024x768"]))
     for k, s in enumerate(report["folds"]):
         lines.append(row(f"fold {k}", s))
     if all("epochs" in s for s in report["folds"]):
