@@ -1,3 +1,4 @@
+import os
 import subprocess
 from pathlib import Path
 
@@ -76,7 +77,10 @@ def test_output_stems_are_distinct():
 
 
 def test_make_demo_needs_nothing_beside_the_checkout():
-    dry_run = subprocess.run(["make", "-n", "demo", "VENV=/nonexistent"], cwd=REPO, capture_output=True, text=True)
+    # CI runs the suite under `make test`: a nested make would print "Entering/Leaving directory" lines
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    dry_run = subprocess.run(["make", "--no-print-directory", "-n", "demo", "VENV=/nonexistent"], cwd=REPO,
+                             capture_output=True, text=True, env=env)
     assert dry_run.returncode == 0, dry_run.stderr
     demo_line = dry_run.stdout.strip().splitlines()[-1]
     assert "predict --example" in demo_line
