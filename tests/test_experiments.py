@@ -77,7 +77,7 @@ def test_pretrain_then_crossvalidate(tmp_path, monkeypatch, mit_root, salicon_ro
     workdir = tmp_path / "cv"
     report = crossval_mit1003.main(
         common_args(tmp_path) + ["--init", str(model_path), "--data-dir", str(mit_root), "--folds", "2",
-                                 "--workdir", str(workdir)]
+                                 "--workdir", str(workdir), "--stopping", "heldout"]
     )
     assert report["overall"]["num_images"] == 6 and report["paper_subset_1024x768"]["num_images"] == 2
     combined = load_model(workdir / "mixture.npz", backbone_weights={})
@@ -89,6 +89,7 @@ def test_pretrain_then_crossvalidate(tmp_path, monkeypatch, mit_root, salicon_ro
     for figure in report["figures"]:
         assert (workdir / figure["file"]).stat().st_size > 10_000 and f"]({figure['file']})" in markdown
     assert json.loads((workdir / "report.json").read_text())["command"]["init"] == str(model_path)
+    assert report["stopping"] == "heldout" and "optimistic" in markdown
 
 
 def test_pretrain_without_salicon_fails_with_instructions(tmp_path, capsys):
@@ -102,13 +103,14 @@ def test_ensemble_of_two_crossvalidations(tmp_path, monkeypatch, mit_root):
     runs = []
     for readout in ("linear", "paper"):
         runs.append(tmp_path / readout)
-        args = common_args(tmp_path) + ["--no-pretrain", "--data-dir", str(mit_root), "--folds", "2", "--workdir", str(runs[-1])]
+        args = common_args(tmp_path) + ["--no-pretrain", "--data-dir", str(mit_root), "--folds", "3", "--workdir", str(runs[-1])]
         args[args.index("--readout") + 1] = readout
         crossval_mit1003.main(args)
     members = [json.loads((run / "report.json").read_text())["overall"] for run in runs]
     report = ensemble_mit1003.main([*map(str, runs), "--data-dir", str(mit_root), "--workdir", str(tmp_path / "ens")])
-    assert report["overall"]["num_images"] == 6
+    assert report["overall"]["num_images"] == 6 and report["stopping"] == "inner"
     assert report["overall"]["ll_bits"] >= min(m["ll_bits"] for m in members)
+    assert all(0.0 <= r["sauc_no_centerbias"] <= 1.0 for r in (*members, report["overall"]))
     assert report["command"]["runs"] == [str(r) for r in runs]
     markdown = (tmp_path / "ens" / "report.md").read_text()
     assert "ensemble of fake + fake" in markdown and "| fold 1 |" in markdown and "![" in markdown
