@@ -198,49 +198,58 @@ def _shared_vmap(axis_size, in_batched, x):
 
 
 def make_model_loss(config: ModelConfig, mesh: Mesh) -> Callable:
-    """``loss(params, stats, log_cbs, weights, groups)``: one model's mean NLL vs uniform (nats/fix)
-    over the images that ``weights`` select; call it under ``vmap`` for K models."""
+    """``loss(params, stats, log_cbs, train, val, groups) -> (train NLL, val NLL)``: one model's mean NLL vs
+    uniform (nats/fix) over the images that the weights ``train`` and ``val`` select, from one pass over the
+    grids; call it under ``vmap`` for K models. Only the training NLL is differentiable (the validation NLL
+    is under ``stop_gradient``)."""
     head = SaliencyHead(config)
 
-    def chunk_ll(params, stats, log_cb, weight, grids, counts):
+    def chunk_ll(params, stats, log_cb, train, val, grids, counts):
         log_density = head.apply({"params": params, "stats": stats}, grids, jnp.broadcast_to(log_cb, counts.shape))
-        return jnp.sum(weight * log_likelihood_per_image(log_density, counts))
+        ll = log_likelihood_per_image(log_density, counts)
+        return jnp.sum(train * ll), jnp.sum(val * ll)
 
-    def chunked_sum(fn, params, stats, log_cbs, weights, groups):
+    def chunked_sum(fn, params, stats, log_cbs, trains, vals, groups):
         total = None
-        for log_cb, weight, group in zip(log_cbs, weights, groups):
+        for log_cb, train, val, group in zip(log_cbs, trains, vals, groups):
             split = lambda x, n=group.chunk: x.reshape(-1, n, *x.shape[1:])  # noqa: E731
 
             def body(acc, xs, log_cb=log_cb):
                 return jax.tree_util.tree_map(jnp.add, acc, fn(params, stats, log_cb, *xs)), None
 
-            xs = (split(weight), split(group.grids), split(group.counts))
+            xs = (split(train), split(val), split(group.grids), split(group.counts))
             zero = jax.tree_util.tree_map(jnp.zeros_like, jax.eval_shape(fn, params, stats, log_cb, *(x[0] for x in xs)))
             acc, _ = jax.lax.scan(body, zero, xs)
             total = acc if total is None else jax.tree_util.tree_map(jnp.add, total, acc)
         return total
 
     @jax.custom_vjp
-    def weighted_ll(params, stats, log_cbs, weights, groups):
-        return chunked_sum(chunk_ll, params, stats, log_cbs, weights, groups)
+    def weighted_ll(params, stats, log_cbs, trains, vals, groups):
+        return chunked_sum(chunk_ll, params, stats, log_cbs, trains, vals, groups)
 
-    def weighted_ll_fwd(params, stats, log_cbs, weights, groups):
-        return chunked_sum(jax.value_and_grad(chunk_ll), params, stats, log_cbs, weights, groups)
+    def weighted_ll_fwd(params, stats, log_cbs, trains, vals, groups):
+        (train, val), grad = chunked_sum(jax.value_and_grad(chunk_ll, has_aux=True), params, stats, log_cbs, trains, vals,
+                                         groups)
+        return (train, val), grad
 
-    def weighted_ll_bwd(grad, cotangent):
-        # params are replicated: their cotangent is the sum over the devices' images
-        return jax.tree_util.tree_map(lambda g: jax.lax.psum(cotangent * g, DATA_AXIS), grad), None, None, None, None
+    def weighted_ll_bwd(grad, cotangents):
+        # params are replicated: their cotangent is the sum over the devices' images; the validation
+        # sum's cotangent is zero (stop_gradient in `local`)
+        train_cotangent, _ = cotangents
+        return (jax.tree_util.tree_map(lambda g: jax.lax.psum(train_cotangent * g, DATA_AXIS), grad),
+                None, None, None, None, None)
 
     weighted_ll.defvjp(weighted_ll_fwd, weighted_ll_bwd)
 
-    def local(params, stats, log_cbs, weights, groups):
+    def local(params, stats, log_cbs, trains, vals, groups):
         groups = jax.tree_util.tree_map(shared, groups)
-        total = weighted_ll(params, stats, log_cbs, weights, groups)
-        count = sum(jnp.sum(w * g.fixations) for w, g in zip(weights, groups))
-        total, count = jax.lax.psum((total, count), DATA_AXIS)
-        return -total / jnp.maximum(count, 1.0)
+        train, val = weighted_ll(params, stats, log_cbs, trains, vals, groups)
+        counts = [sum(jnp.sum(w * g.fixations) for w, g in zip(weights, groups)) for weights in (trains, vals)]
+        train, val, *counts = jax.lax.psum((train, jax.lax.stop_gradient(val), *counts), DATA_AXIS)
+        return -train / jnp.maximum(counts[0], 1.0), -val / jnp.maximum(counts[1], 1.0)
 
-    return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(), P(DATA_AXIS), P(DATA_AXIS)), out_specs=P())
+    in_specs = (P(), P(), P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS))
+    return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=(P(), P()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,47 +277,45 @@ class BatchedSteps:
 
 def make_batched_steps(config: ModelConfig, train_config: TrainConfig, mesh: Mesh | None = None) -> BatchedSteps:
     """Jitted functions training K models with L-BFGS on ``mesh`` (default: all devices)."""
-    if train_config.optimizer != "lbfgs":
-        raise ValueError("training many readouts at once supports L-BFGS only; train fold by fold for Adam")
+    if train_config.optimizer != "lbfgs" or train_config.line_search != "wolfe":
+        raise ValueError("training many readouts at once needs L-BFGS with the Wolfe line search "
+                         "(optimizer='lbfgs', line_search='wolfe'); train fold by fold for Adam or the zoom line search")
     mesh = data_mesh() if mesh is None else mesh
     loss = make_model_loss(config, mesh)
-    tx = make_optimizer(train_config)
+    tx = make_optimizer(train_config, has_aux=True)
     penalty = functools.partial(weight_penalty, train_config)
 
     def objective(params, stats, model, groups):
-        return loss(params, stats, model.log_centerbias, model.train, groups) + penalty(params)
+        """(training objective, validation NLL) of one model, from one pass over the grids."""
+        train, val = loss(params, stats, model.log_centerbias, model.train, model.val, groups)
+        return train + penalty(params), val
 
     def update(state: TrainState, model: ModelData, groups, value, grad) -> TrainState:
         value_fn = functools.partial(objective, stats=state.stats, model=model, groups=groups)
         updates, opt_state = tx.update(grad, state.opt_state, state.params, value=value, grad=grad, value_fn=value_fn)
         params = optax.apply_updates(state.params, updates)
         train_loss = optax.tree_utils.tree_get(opt_state, "value") - penalty(params)
-        val_loss = loss(params, state.stats, model.log_centerbias, model.val, groups)
+        val_loss = optax.tree_utils.tree_get(opt_state, "aux")
         return record_epoch(state.replace(params=params, opt_state=opt_state, epoch=state.epoch + 1), train_loss, val_loss)
 
     def value_and_grad(states: TrainState, models: ModelData, groups):
         # optax.value_and_grad_from_state per model would, under vmap, evaluate the loss in every
         # epoch (its lax.cond becomes a select); all models share whether a value is stored.
         stored = optax.tree_utils.tree_get(states.opt_state, "value"), optax.tree_utils.tree_get(states.opt_state, "grad")
-        fresh = jax.vmap(lambda s, m: jax.value_and_grad(objective)(s.params, s.stats, m, groups))
+        train_objective = lambda p, s, m: objective(p, s, m, groups)[0]  # noqa: E731
+        fresh = jax.vmap(lambda s, m: jax.value_and_grad(train_objective)(s.params, s.stats, m))
         return jax.lax.cond(jnp.all(jnp.isfinite(stored[0])), lambda: stored, lambda: fresh(states, models))
 
     @jax.jit
     def epoch(states: TrainState, models: ModelData, groups, active) -> TrainState:
         value, grad = value_and_grad(states, models, groups)
-        if states.epoch.shape[0] == 1:  # one model: no vmap, so each lax.cond of the line search runs one side
-            first = functools.partial(jax.tree_util.tree_map, lambda x: x[0])
-            new = update(first(states), first(models), groups, value[0], first(grad))
-            new = jax.tree_util.tree_map(lambda x: x[None], new)
-        else:
-            new = jax.vmap(update, in_axes=(0, 0, None, 0, 0))(states, models, groups, value, grad)
+        new = jax.vmap(update, in_axes=(0, 0, None, 0, 0))(states, models, groups, value, grad)
         keep = lambda n, o: jnp.where(active.reshape(-1, *(1,) * (n.ndim - 1)), n, o)  # noqa: E731
         return jax.tree_util.tree_map(keep, new, states)
 
     @jax.jit
     def evaluate(states: TrainState, models: ModelData, groups):
-        per_model = lambda s, m, w: loss(s.params, s.stats, m.log_centerbias, w, groups)  # noqa: E731
-        return jax.vmap(per_model)(states, models, models.train), jax.vmap(per_model)(states, models, models.val)
+        return jax.vmap(lambda s, m: loss(s.params, s.stats, m.log_centerbias, m.train, m.val, groups))(states, models)
 
     return BatchedSteps(evaluate=evaluate, record=jax.jit(jax.vmap(record_epoch)), epoch=epoch, mesh=mesh)
 
