@@ -21,16 +21,19 @@ def test_every_config_loads_and_names_its_run_command(name):
 
 
 @pytest.mark.parametrize("name, flags", [
-    ("lite0", ["--backbone", "efficientnet_lite0", "--no-pretrain", "--workdir", "runs/crossval", "--stopping", "heldout"]),
+    ("lite0", ["--backbone", "efficientnet_lite0", "--no-pretrain", "--workdir", "runs/crossval", "--stopping", "heldout",
+               "--line-search", "zoom"]),
     ("lite2", ["--backbone", "efficientnet_lite2", "--no-pretrain", "--workdir", "runs/crossval_lite2",
-               "--stopping", "heldout"]),
+               "--stopping", "heldout", "--line-search", "zoom"]),
+    ("lite1_inner", ["--backbone", "efficientnet_lite1", "--no-pretrain", "--workdir", "runs/crossval_lite1_inner",
+                     "--stopping", "inner"]),
 ])
 def test_config_equals_the_readme_flags(name, flags):
     by_config, by_flags = crossval_mit1003.parse(["--config", name]), crossval_mit1003.parse(flags)
     for args in (by_config, by_flags):
         assert configs.model_config(args.backbone, args.readout) == configs.get(name).model
         assert configs.train_config(args) == configs.get(name).training
-    for key in ("workdir", "folds", "fold_seed", "init_seed", "no_pretrain", "init", "stopping"):
+    for key in ("workdir", "folds", "fold_seed", "init_seed", "no_pretrain", "init", "stopping", "seeds"):
         assert getattr(by_config, key) == getattr(by_flags, key), key
 
 

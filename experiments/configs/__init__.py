@@ -21,12 +21,12 @@ from deepgaze_jax.backbones import BACKBONES
 from deepgaze_jax.crossvalidation import STOPPING, STOPPING_HELP
 from deepgaze_jax.model import ModelConfig
 from deepgaze_jax.readout import READOUTS
-from deepgaze_jax.training import TrainConfig
+from deepgaze_jax.training import LINE_SEARCHES, TrainConfig
 
 DEFAULT_CACHE_DIR = Path("cache/features")
 
 
-NAMES = ("lite0", "lite2", "ensemble")
+NAMES = ("lite0", "lite2", "ensemble", "lite0_inner", "lite1_inner", "lite2_inner", "ensemble_inner")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +42,7 @@ class Experiment:
       members: for an ensemble, the names of the configurations whose runs it averages.
       stopping: the part each fold stops on (`crossvalidation.fold_split`): "inner" (honest) or
         "heldout" (the protocol of the figures published before the choice existed).
+      seeds: readout instances per fold (averaged in probability).
     """
 
     model: ModelConfig
@@ -51,6 +52,7 @@ class Experiment:
     workdir: Path = Path("runs/crossval")
     members: tuple[str, ...] = ()
     stopping: str = "inner"
+    seeds: int = 1
 
 
 def get(name: str) -> Experiment:
@@ -67,12 +69,13 @@ def flag_defaults(experiment: Experiment) -> dict:
         raise ValueError(f"{experiment.model} is not expressible by --backbone / --readout; build it with model_config")
     t = experiment.training
     flags = TrainConfig(optimizer=t.optimizer, max_epochs=t.max_epochs, learning_rate=t.learning_rate,
-                        batch_size=t.batch_size, weight_decay=t.weight_decay, seed=t.seed)
+                        batch_size=t.batch_size, weight_decay=t.weight_decay, seed=t.seed, line_search=t.line_search)
     if flags != t:
         raise ValueError(f"{t} sets fields the training flags cannot; leave them at their defaults")
     return dict(
         backbone=experiment.model.backbone, readout=readout, optimizer=t.optimizer, max_epochs=t.max_epochs,
         learning_rate=t.learning_rate, batch_size=t.batch_size, weight_decay=t.weight_decay, folds=experiment.folds,
+        line_search=t.line_search, seeds=experiment.seeds,
         config_fold_seed=experiment.fold_seed, config_init_seed=t.seed, stopping=experiment.stopping,
     )
 
@@ -109,6 +112,8 @@ def add_model_and_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate, help="Adam only")
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="Adam only: images per step")
     parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay, help="L2 on readout weights")
+    parser.add_argument("--line-search", default=TrainConfig.line_search, choices=LINE_SEARCHES,
+                        help="L-BFGS line search: wolfe (default; needed by --at-once) or zoom (optax.lbfgs, the earlier runs)")
     parser.add_argument("--seed", type=int, default=None, help="sets both --fold-seed and --init-seed (default 0)")
     parser.add_argument("--fold-seed", type=int, default=None, help="seed of the split into folds (default 0)")
     parser.add_argument("--init-seed", type=int, default=None, help="seed of the readout initialisation (default 0)")
@@ -140,6 +145,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         batch_size=args.batch_size,
         weight_decay=args.weight_decay,
         seed=args.init_seed,
+        line_search=args.line_search,
     )
 
 

@@ -17,7 +17,7 @@ def get_config() -> Experiment:
     first = get("lite0")
     return Experiment(
         model=model_config("efficientnet_lite0", "paper"),  # the first member's; an ensemble trains nothing
-        training=TrainConfig(),
+        training=first.training,
         folds=first.folds,
         fold_seed=first.fold_seed,
         workdir=Path("runs/ensemble"),

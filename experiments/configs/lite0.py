@@ -2,9 +2,10 @@
 
     python -m experiments.crossval_mit1003 --config lite0
 
-Same as ``--backbone efficientnet_lite0 --no-pretrain --workdir runs/crossval --stopping heldout`` (seeds 0):
-that figure stopped each fold on its scored part (the protocol before inner stopping), so this
-config keeps ``stopping="heldout"`` to reproduce it.
+Same as ``--backbone efficientnet_lite0 --no-pretrain --workdir runs/crossval --stopping heldout
+--line-search zoom`` (seeds 0): that figure stopped each fold on its scored part (the protocol
+before inner stopping) and trained with optax's zoom line search, so this config keeps both to
+reproduce it. `lite0_inner` is the honest protocol.
 """
 
 from pathlib import Path
@@ -16,7 +17,7 @@ from experiments.configs import Experiment, model_config
 def get_config() -> Experiment:
     return Experiment(
         model=model_config("efficientnet_lite0", "paper"),
-        training=TrainConfig(),
+        training=TrainConfig(line_search="zoom"),
         folds=10,
         fold_seed=0,
         workdir=Path("runs/crossval"),

@@ -76,6 +76,7 @@ Stopping = Literal["inner", "heldout"]
 STOPPING: tuple[str, ...] = ("inner", "heldout")
 DEFAULT_STOPPING: Stopping = "inner"
 UNRECORDED_STOPPING: Stopping = "heldout"  # a setup.json from before the choice: those runs stopped on part k
+UNRECORDED_LINE_SEARCH = "zoom"  # a setup.json from before the line-search choice: optax.lbfgs
 STOPPING_HELP = ("part each fold k stops on: inner (part k+1, one of its training parts; the default for a new "
                  "workdir) or heldout (the scored part k itself: the old, optimistic protocol); default: the "
                  "workdir's recorded choice")
@@ -465,7 +466,7 @@ def read_setup(workdir: Path) -> dict:
     """``workdir/setup.json``, with an error that says what to do when it is damaged.
 
     A setup written before the stopping choice existed gets ``"stopping": "heldout"``, the
-    protocol of those runs.
+    protocol of those runs, and one written before the line-search choice ``"line_search": "zoom"``.
     """
     path = workdir / "setup.json"
     try:
@@ -474,7 +475,10 @@ def read_setup(workdir: Path) -> dict:
         raise ValueError(
             f"{path} is damaged ({exc}); restore it, or delete {workdir} (or use another --workdir) to start over"
         ) from exc
-    return {"stopping": UNRECORDED_STOPPING, **setup}
+    setup = {"stopping": UNRECORDED_STOPPING, **setup}
+    if "train_config" in setup:  # written before the line-search choice: optax's zoom line search
+        setup["train_config"] = {"line_search": UNRECORDED_LINE_SEARCH, **setup["train_config"]}
+    return setup
 
 
 def resolve_stopping(workdir: Path, stopping: Stopping | None) -> Stopping:
