@@ -5,12 +5,13 @@
 
 Each candidate (an ``experiments/configs/<name>.py``; all must share folds and fold seed)
 is crossvalidated with inner stopping (`crossvalidation.fold_split`: fold k trains on the
-parts other than k and k + 1, stops on part k + 1 and is scored on part k) into
-``<workdir>/<name>``, resumable as `experiments.crossval_mit1003`.
+parts other than k and k + 1, stops on part k + 1 and is scored on part k), whatever the
+config's own ``stopping``, into ``<workdir>/<name>``, resumable as `experiments.crossval_mit1003`.
 
 The only selection criterion is the *inner stopping-set NLL* (bits/fixation) of each
 fold's model: its NLL on part k + 1, one of fold k's training parts. Fold k's pick is the
-candidate with the lowest stopping-set NLL in fold k; the picks' held-out maps (part k
+candidate with the lowest stopping-set NLL in fold k (that NLL is also what the fold's
+stopping epoch minimised, a bias shared by all candidates); the picks' held-out maps (part k
 from fold k's pick) are scored once, as a crossvalidation of their own
 (``<workdir>/selected_<names>``, `crossvalidation.select_folds`). No choice sees a scored
 part. The table also lists each candidate's mean stopping-set NLL over folds (a ranking:
