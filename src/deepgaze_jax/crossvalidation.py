@@ -111,6 +111,7 @@ class FoldSplit:
     """The images of one fold.
 
     Attributes:
+      fold: the fold, and the part it is scored on; stop_part: the part it stops on.
       train: the images its readout is trained on (and its centre bias and feature statistics fitted on).
       stop: those the stopping rule is evaluated on (part ``stop_part``).
       heldout: those it predicts and is scored on (part ``fold``).
