@@ -223,6 +223,9 @@ def test_no_fold_trains_or_stops_on_its_scored_part(at_once, tmp_path, monkeypat
         assert centerbias_fixations[k] == int(np.isin(fixations.n, train).sum())  # fitted on the training images only
         history = json.loads((tmp_path / f"fold_{k}" / "history.json").read_text())
         assert (history["stopping_part"], history["num_stopping_images"]) == ((k + 1) % 3, len(stopping))
+        # the saved model's stopping-set NLL is the training loop's validation loss at the best epoch
+        best_val_nats = history["val_nll_nats"][history["best_epoch"]]
+        assert history["stopping_nll_bits"] == pytest.approx(best_val_nats / np.log(2), abs=1e-4)
     assert cv.read_setup(tmp_path)["stopping"] == "inner"
 
 

@@ -112,6 +112,7 @@ class FoldSplit:
     """The images of one fold.
 
     Attributes:
+      fold: the fold, and the part it is scored on; stop_part: the part it stops on.
       train: the images its readout is trained on (and its centre bias and feature statistics fitted on).
       stop: those the stopping rule is evaluated on (part ``stop_part``).
       heldout: those it predicts and is scored on (part ``fold``).
@@ -614,21 +615,8 @@ def ensemble_crossvalidation(
     members = [Path(w) for w in member_workdirs]
     if len(members) < 2:
         raise ValueError("an ensemble needs at least two crossvalidation runs")
-    setups = []
-    for member in members:
-        if not (member / "setup.json").is_file():
-            raise FileNotFoundError(f"{member} is not a crossvalidation working directory (no setup.json)")
-        setups.append(read_setup(member))
-    first = setups[0]
-    for member, setup in zip(members[1:], setups[1:]):
-        differ = [k for k in ENSEMBLE_SHARED if setup.get(k) != first.get(k)]
-        differ += [f"model_config.{k}" for k in ("cell", "long_side") if setup["model_config"][k] != first["model_config"][k]]
-        if differ:
-            raise ValueError(f"{member} and {members[0]} differ in {differ}: their held-out predictions do not line up")
-    num_folds = first["num_folds"]
-    unfinished = [f"{m}/fold_{k}" for m in members for k in range(num_folds) if not fold_done(m, k)]
-    if unfinished:
-        raise ValueError(f"unfinished folds {unfinished[:3]}{'...' if len(unfinished) > 3 else ''}: finish those runs first")
+    setups = aligned_setups(members)
+    first, num_folds = setups[0], setups[0]["num_folds"]
     setup = {**{k: first[k] for k in ENSEMBLE_SHARED}, "ensemble_of": [str(m) for m in members],
              "model_configs": [s["model_config"] for s in setups]}
     workdir = Path(workdir)
@@ -640,6 +628,53 @@ def ensemble_crossvalidation(
     for fold in range(num_folds):
         for name in names:
             write_fold_average(workdir, members, fold, name)
+        mark_done(workdir / f"fold_{fold}", names)
+    return setup
+
+
+def aligned_setups(members: Sequence[Path]) -> list[dict]:
+    """The setups of finished runs whose held-out predictions line up (same folds, seed, data, stopping
+    choice and density grid), or an error that says which differ or are unfinished."""
+    setups = []
+    for member in members:
+        if not (member / "setup.json").is_file():
+            raise FileNotFoundError(f"{member} is not a crossvalidation working directory (no setup.json)")
+        setups.append(read_setup(member))
+    first = setups[0]
+    for member, setup in zip(members[1:], setups[1:]):
+        differ = [k for k in ENSEMBLE_SHARED if setup.get(k) != first.get(k)]
+        differ += [f"model_config.{k}" for k in ("cell", "long_side") if setup["model_config"][k] != first["model_config"][k]]
+        if differ:
+            raise ValueError(f"{member} and {members[0]} differ in {differ}: their held-out predictions do not line up")
+    unfinished = [f"{m}/fold_{k}" for m in members for k in range(first["num_folds"]) if not fold_done(m, k)]
+    if unfinished:
+        raise ValueError(f"unfinished folds {unfinished[:3]}{'...' if len(unfinished) > 3 else ''}: finish those runs first")
+    return setups
+
+
+def select_folds(picks: Sequence[str | os.PathLike], workdir: str | os.PathLike) -> dict:
+    """A crossvalidation working directory whose fold k is fold k of the finished run ``picks[k]``.
+
+    The held-out maps (with and without centre bias) of each fold are copied from its pick, so
+    `report.crossval_report` scores the outcome of a per-fold choice (e.g. `experiments.model_search`:
+    each fold's pick made on its own stopping part). The runs must line up as for an ensemble and
+    have one pick per fold; returns the setup written.
+    """
+    picks = [Path(w) for w in picks]
+    distinct = list(dict.fromkeys(picks))
+    setups = aligned_setups(distinct)
+    first = setups[0]
+    if len(picks) != first["num_folds"]:
+        raise ValueError(f"{len(picks)} picks for {first['num_folds']} folds: give one run per fold")
+    names = (HELDOUT, HELDOUT_NO_CB) if all(has_no_centerbias(m, len(picks)) for m in distinct) else (HELDOUT,)
+    setup = {**{k: first[k] for k in ENSEMBLE_SHARED}, "picks": [str(m) for m in picks],
+             "model_configs": [s["model_config"] for s in setups]}
+    workdir = Path(workdir)
+    check_setup(workdir, setup)
+    for fold, pick in enumerate(picks):
+        for name in names:
+            heldout = fold_heldout(pick, fold, name)
+            write_heldout(workdir / f"fold_{fold}", sorted(heldout), [heldout[i] for i in sorted(heldout)], name)
         mark_done(workdir / f"fold_{fold}", names)
     return setup
 
