@@ -8,8 +8,9 @@ its own
 * training and validation images: per-model image weights (`ModelData`; 1 for the
   model's images, 0 elsewhere), so a fold's model never sees its held-out images;
 * centre bias (one per model and grid shape) and feature statistics;
-* L-BFGS state and zoom line search (`optax.lbfgs` updated under ``vmap``, each model
-  with its own objective);
+* L-BFGS state and line search (`training.make_optimizer` updated under ``vmap``, each
+  model with its own objective; `linesearch.scale_by_wolfe_linesearch` evaluates the
+  objective once per iteration for all models);
 * stopping rule (`training.should_stop`): a model that has stopped is frozen, keeping
   its best parameters, while the others go on.
 
@@ -26,13 +27,11 @@ images per call, and about a quarter of the CPU time goes to the kernel. The chu
 here keep the temporaries to one chunk of all K models, which cuts the system time
 to a few per cent of the user time.
 
-Cost. Under ``vmap`` a branch of the zoom line search (``lax.cond`` on a per-model
-flag) runs both sides for every model, so each line-search step costs two evaluations
-of loss and gradient, and every model is evaluated on every image (its weights mask
-the others) and validated on all of them. On a 2-core AVX2 CPU, where the readout
-and the finalizer are compute-bound, that outweighs reading each grid once
-(`python -m benchmarks.training --cv-only` measures both ways); a line search that
-evaluates once per step for all models would be needed to gain.
+Cost. The vectorised line search runs as many iterations as the slowest model needs (the
+others wait), every model is evaluated on every image (its weights mask the others), and a
+stopped model is still computed (masked) until all have stopped. The stopping images' NLL
+comes from the same pass as the training objective (``has_aux``), so an iteration is one
+pass over the grids for all K models.
 """
 
 from __future__ import annotations
@@ -180,23 +179,6 @@ def image_weights(images: Sequence[Sequence[int]], position: dict[int, int], siz
     return weights
 
 
-@jax.custom_batching.custom_vmap
-def shared(x: jnp.ndarray) -> jnp.ndarray:
-    """``x``, the same for every model: under ``vmap``, a batched ``x`` is taken from its first model.
-
-    The data of a `PoolGroup` is never batched by the caller, but a ``lax.cond`` on a
-    per-model flag (e.g. in the zoom line search) broadcasts every operand to all K
-    models; reading the first copy lets XLA drop that K-fold broadcast of the grids.
-    """
-    return x
-
-
-@shared.def_vmap
-def _shared_vmap(axis_size, in_batched, x):
-    (batched,) = in_batched
-    return (x[0] if batched else x), False
-
-
 def make_model_loss(config: ModelConfig, mesh: Mesh) -> Callable:
     """``loss(params, stats, log_cbs, train, val, groups) -> (train NLL, val NLL)``: one model's mean NLL vs
     uniform (nats/fix) over the images that the weights ``train`` and ``val`` select, from one pass over the
@@ -242,7 +224,6 @@ def make_model_loss(config: ModelConfig, mesh: Mesh) -> Callable:
     weighted_ll.defvjp(weighted_ll_fwd, weighted_ll_bwd)
 
     def local(params, stats, log_cbs, trains, vals, groups):
-        groups = jax.tree_util.tree_map(shared, groups)
         train, val = weighted_ll(params, stats, log_cbs, trains, vals, groups)
         counts = [sum(jnp.sum(w * g.fixations) for w, g in zip(weights, groups)) for weights in (trains, vals)]
         train, val, *counts = jax.lax.psum((train, jax.lax.stop_gradient(val), *counts), DATA_AXIS)
@@ -376,5 +357,6 @@ def log_epoch(states: TrainState, active: np.ndarray, log: Callable[[str], None]
     epoch = int(np.max(np.asarray(states.epoch)))
     train = np.asarray(states.train_loss)[active, epoch]
     val = np.asarray(states.val_loss)[active, epoch]
+    evaluations = np.asarray(optax.tree_utils.tree_get(states.opt_state, "num_linesearch_steps"))[active]
     log(f"epoch {epoch}: {int(active.sum())} models training, mean train NLL {train.mean():.5f} nats/fix, "
-        f"mean val NLL {val.mean():.5f} nats/fix")
+        f"mean val NLL {val.mean():.5f} nats/fix, line search {evaluations.min()}-{evaluations.max()} evaluations")
