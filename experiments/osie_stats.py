@@ -101,7 +101,7 @@ def mouse_kde_at(eye: Fixations, mouse: Fixations, bandwidth: float) -> np.ndarr
     """(N_eye,) KDE probability, at each eye fixation's pixel, of the mouse fixations on the same image.
 
     The KDE is `kde.kde_grid`'s (std ``bandwidth`` times the longer side, reflecting
-    borders) evaluated with `metrics.kernel_pairs`; 0 on images without mouse fixations.
+    borders) evaluated with `kde.kernel_pairs`; 0 on images without mouse fixations.
     """
     rows_e, cols_e = eye.pixel_indices()
     rows_m, cols_m = mouse.pixel_indices()

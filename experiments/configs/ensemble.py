@@ -9,7 +9,6 @@ The members share folds, fold seed and stopping choice (`crossvalidation.ensembl
 
 from pathlib import Path
 
-from deepgaze_jax.training import TrainConfig
 from experiments.configs import Experiment, get, model_config
 
 

@@ -147,9 +147,9 @@ def images_by_size(fixations: Fixations) -> dict[tuple[int, int], list[np.ndarra
     return groups
 
 
-def own_image_pairs(fixations: Fixations) -> list[tuple[ImagePairs, np.ndarray, np.ndarray]]:
-    """Per image size (H, W): (`kde.ImagePairs` of the fixations of each image of that size, their
-    fixation indices, the cell rows and columns of every fixation on that grid)."""
+def own_image_pairs(fixations: Fixations) -> list[tuple[list[ImagePairs], np.ndarray, np.ndarray, np.ndarray]]:
+    """Per image size (H, W): (the `kde.ImagePairs` chunks of the fixations of each image of that size,
+    their fixation indices, the cell rows and columns of every fixation on that grid)."""
     rx, ry = fixations.relative()
     out = []
     for (h, w), images in images_by_size(fixations).items():
@@ -166,10 +166,10 @@ def _loo_kde(fixations: Fixations, bandwidth: float, pairs=None) -> np.ndarray:
     """
     pairs = own_image_pairs(fixations) if pairs is None else pairs
     out = np.zeros(len(fixations))
-    for image_pairs_, members, rows, cols in pairs:
-        h, w = image_pairs_.shape
+    for chunks, members, rows, cols in pairs:
+        h, w = chunks[0].shape
         total = kde_grid(rows, cols, (h, w), bandwidth * h, bandwidth * w) * len(fixations)
-        own = image_pairs_.sums(image_pairs_.kernel(bandwidth * h, bandwidth * w), len(fixations))
+        own = sum(p.sums(p.kernel(bandwidth * h, bandwidth * w), len(fixations)) for p in chunks)
         others = len(fixations) - np.bincount(fixations.n, minlength=fixations.num_images)[fixations.n[members]]
         out[members] = (total[rows[members], cols[members]] - own[members]) / np.maximum(others, 1)
     return np.maximum(out, 0.0)

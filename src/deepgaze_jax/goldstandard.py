@@ -48,15 +48,15 @@ class GoldStandard:
 
 
 def observer_pairs(fixations: Fixations) -> list[tuple[ImagePairs, np.ndarray]]:
-    """Per image size: (`kde.ImagePairs` of each image's fixations on its pixel grid, (P,) bool: the pair
-    is of two different observers, i.e. b counts in a's KDE of the other observers)."""
+    """Per chunk of `kde.ImagePairs` of each image's fixations on its pixel grid: (the pairs, (P,) bool:
+    the pair is of two different observers, i.e. b counts in a's KDE of the other observers)."""
     rows, cols = fixations.pixel_indices()
     subject = np.asarray(fixations.subject)
     out = []
     for (h, w), images in images_by_size(fixations).items():
-        pairs = image_pairs(images, rows, cols, (h, w))
-        same = ((subject[pairs.a] == subject[pairs.b]) & (subject[pairs.a] >= 0)) | (pairs.a == pairs.b)
-        out.append((pairs, ~same))
+        for pairs in image_pairs(images, rows, cols, (h, w)):
+            same = ((subject[pairs.a] == subject[pairs.b]) & (subject[pairs.a] >= 0)) | (pairs.a == pairs.b)
+            out.append((pairs, ~same))
     return out
 
 

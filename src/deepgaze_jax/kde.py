@@ -3,6 +3,7 @@
 A histogram of fixations blurred by a separable Gaussian with *reflecting* boundaries, so
 no probability mass leaves the image: `kde_grid` builds the (H, W) density from the
 `blur_matrix` kernels; `relative_cells` bins relative coordinates onto a grid.
+`kernel_pairs` evaluates the same sum at a few cells without building the grid, and
 `ImagePairs` evaluates the same sums at the points themselves without building a grid:
 it holds every pair of points on the same image once, so the leave-one-out fits, which
 evaluate each image's own KDE at its own points for a dozen bandwidths, cost two
@@ -55,6 +56,18 @@ def kde_grid(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], sigma_r
     return k_rows @ hist @ k_cols.T / len(rows)
 
 
+def kernel_pairs(k_rows: np.ndarray, k_cols: np.ndarray, rows_a, cols_a, rows_b, cols_b) -> np.ndarray:
+    """(A, B) kernel values: the mass that a point at cell ``b`` puts on cell ``a`` in `kde_grid`.
+
+    ``k_rows``, ``k_cols`` are the `blur_matrix` kernels of the grid; evaluating a KDE of one set
+    of points at another set's cells this way is exact (the same numbers as the blurred grid)
+    and needs no grid (for a set's own points on many images, `ImagePairs` is faster).
+    """
+    return k_rows[np.asarray(rows_a)[:, None], np.asarray(rows_b)[None, :]] * k_cols[
+        np.asarray(cols_a)[:, None], np.asarray(cols_b)[None, :]
+    ]
+
+
 @dataclasses.dataclass(frozen=True)
 class ImagePairs:
     """Every ordered pair (a, b) of points on the same image (a == b included), on one (H, W) grid.
@@ -84,10 +97,30 @@ class ImagePairs:
         return np.bincount(self.a, weights=values, minlength=num_points)
 
 
-def image_pairs(images: Sequence[np.ndarray], rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> ImagePairs:
-    """`ImagePairs` of the points ``images`` (one index array per image, all on an ``shape`` grid),
-    with ``rows``, ``cols`` the cell indices of every point."""
-    a = np.concatenate([np.repeat(idx, len(idx)) for idx in images]).astype(np.int32)
-    b = np.concatenate([np.tile(idx, len(idx)) for idx in images]).astype(np.int32)
+MAX_PAIRS = 1 << 22  # pairs per `ImagePairs` chunk: four (P,) int32 arrays of 16 MiB each
+
+
+def image_pairs(
+    images: Sequence[np.ndarray], rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], max_pairs: int = MAX_PAIRS
+) -> list[ImagePairs]:
+    """`ImagePairs` of the points ``images`` (one index array per image, all on an ``shape`` grid), with
+    ``rows``, ``cols`` the cell indices of every point, in chunks of at most ``max_pairs`` pairs, so memory
+    stays bounded whatever the number of points per image (an image with more pairs is split by its points
+    a; a chunk exceeds ``max_pairs`` only by holding one point's pairs on an image of more points)."""
+    blocks = [(idx[start:start + max(1, max_pairs // len(idx))], idx)
+              for idx in images for start in range(0, len(idx), max(1, max_pairs // len(idx)))]
+    chunks, current, size = [], [], 0
+    for a, b in blocks:
+        if current and size + len(a) * len(b) > max_pairs:
+            chunks.append(_pairs(current, rows, cols, shape))
+            current, size = [], 0
+        current.append((a, b))
+        size += len(a) * len(b)
+    return chunks + ([_pairs(current, rows, cols, shape)] if current else [])
+
+
+def _pairs(blocks: Sequence[tuple[np.ndarray, np.ndarray]], rows, cols, shape: tuple[int, int]) -> ImagePairs:
+    a = np.concatenate([np.repeat(a, len(b)) for a, b in blocks]).astype(np.int32)
+    b = np.concatenate([np.tile(b, len(a)) for a, b in blocks]).astype(np.int32)
     flat = lambda cells, n: (cells[a] * n + cells[b]).astype(np.int32)  # noqa: E731
     return ImagePairs(a, b, flat(rows, shape[0]), flat(cols, shape[1]), shape)
