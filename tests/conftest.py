@@ -13,7 +13,7 @@ from PIL import Image
 
 from deepgaze_jax import crossvalidation as cv
 from deepgaze_jax.training import TrainConfig
-from synthetic import CONFIG, NUS_SIZES, make_data
+from synthetic import CONFIG, CV_SEED, NUS_SIZES, make_data
 
 FINISHED_TRAIN = TrainConfig(max_epochs=3)
 
@@ -47,7 +47,8 @@ def finished(tmp_path_factory):
     grids, _, fixations = make_data(num_images=12)
     workdir = tmp_path_factory.mktemp("cv")
     data = cv.FoldData(grids, fixations)
-    combined = cv.run_crossvalidation(data, CONFIG, FINISHED_TRAIN, workdir, num_folds=3, seed=0, log=lambda _: None)
+    combined = cv.run_crossvalidation(data, CONFIG, FINISHED_TRAIN, workdir, num_folds=3, seed=CV_SEED,
+                                       log=lambda _: None)
     return data, workdir, combined
 
 
