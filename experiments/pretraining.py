@@ -8,7 +8,8 @@ resumable from ``<workdir>/checkpoints``; ``<workdir>/setup.json`` records what 
 trained (a re-run with other data or configs is refused). Outputs::
 
     model.npz      the best readout as a one-component model (``--init`` of crossval_mit1003)
-    history.json   losses per epoch (nats/fix), best epoch, total seconds
+    history.json   losses per epoch (nats/fix), best epoch, the stopping set's NLL under its
+                   centre bias alone (nats/fix; minus the best NLL: the IG over it), total seconds
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+import jax.numpy as jnp
 import numpy as np
 
 from deepgaze_jax import checkpoints, input_pipeline, training
 from deepgaze_jax.crossvalidation import CENTERBIAS_TEMPLATE_SIZE, centerbias_grids, check_setup
 from deepgaze_jax.centerbias import fit_center_bias
 from deepgaze_jax.data.fixations import Fixations
+from deepgaze_jax.likelihood import log_likelihood_per_image
 from deepgaze_jax.model import ModelConfig, save_head
 
 
@@ -74,6 +77,12 @@ def part_groups(part: Part, cell: int) -> tuple[input_pipeline.ShapeGroup, ...]:
     return input_pipeline.make_groups(part.grids, log_cbs, part.fixations, range(len(part.grids)), cell, dtype=part.dtype)
 
 
+def centerbias_nll(groups: Sequence[input_pipeline.ShapeGroup]) -> float:
+    """Mean NLL vs uniform (nats/fix) of the groups' fixations under their centre bias alone (no readout)."""
+    total = sum(float(jnp.sum(log_likelihood_per_image(g.log_centerbias, g.counts))) for g in groups)
+    return -total / max(sum(float(jnp.sum(g.counts)) for g in groups), 1.0)
+
+
 def describe(part: Part) -> dict:
     """What `setup.json` records of a part: its numbers of images and fixations."""
     return {"num_images": len(part.grids), "num_fixations": len(part.fixations)}
@@ -113,8 +122,9 @@ def pretrain(
     manager.close()
     path = workdir / "model.npz"
     save_head(config, state.head_variables(), train.template, path)
-    history = training.history(state) | {"total_s": time.time() - started}
+    best_nll, centerbias_only = float(state.val_loss[int(state.best_epoch)]), centerbias_nll(stop_groups)
+    history = training.history(state) | {"stop_centerbias_nll_nats": centerbias_only, "total_s": time.time() - started}
     (workdir / "history.json").write_text(json.dumps(history, indent=1))
-    log(f"pretrained readout (best epoch {int(state.best_epoch)}, {stop_name} NLL "
-        f"{float(state.val_loss[int(state.best_epoch)]):.4f} nats/fix) saved to {path}")
+    log(f"pretrained readout (best epoch {int(state.best_epoch)}, {stop_name} NLL {best_nll:.4f} nats/fix, "
+        f"IG over its centre bias {(centerbias_only - best_nll) / np.log(2):.3f} bits/fix) saved to {path}")
     return path, state

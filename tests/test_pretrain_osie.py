@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import fake_backbone  # noqa: F401  (registers ModelConfig(backbone="fake"))
-from deepgaze_jax import training
+from deepgaze_jax import input_pipeline, training
 from deepgaze_jax.data import osie
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.data.nus_mat import save_nus_mat
@@ -57,6 +57,8 @@ def test_interrupted_run_resumes_and_gives_an_init_for_the_crossvalidation(osie_
     assert "OSIE mouse: resuming from epoch 1" in capsys.readouterr().out
     resumed = json.loads((tmp_path / "pre" / "history.json").read_text())["val_nll_nats"]
     assert len(first) == 2 and len(resumed) == 3 and resumed[:2] == first and np.all(np.isfinite(resumed))
+    history = json.loads((tmp_path / "pre" / "history.json").read_text())
+    assert np.isfinite(history["stop_centerbias_nll_nats"]) and history["stop_centerbias_nll_nats"] != resumed[0]
 
     init = load_init(path, configs.model_config("fake", "linear"))
     assert init.num_components == 1 and init.centerbias is not None
@@ -112,3 +114,15 @@ def test_thinned_keeps_at_most_so_many_fixations_of_each_image_and_every_image()
     np.testing.assert_array_equal(thin.counts_per_image(), [3, 2, 3, 0])
     assert set(thin.x[thin.n == 0]) < {0, 1, 2, 3, 4} and thin.num_images == 4
     assert not np.array_equal(thin.x, pretraining.thinned(fixations, 3, seed=1).x)
+
+
+def test_centerbias_nll_is_zero_for_uniform_and_minus_the_log_gain_of_a_peak():
+    counts = np.zeros((2, 2, 4), np.float32)
+    counts[0, 1, 2], counts[1, 0, 0] = 3.0, 1.0  # 4 fixations on 2 images of 8 cells
+    uniform = np.full((2, 2, 4), -np.log(8.0), np.float32)
+    group = input_pipeline.ShapeGroup(np.zeros((2, 1, 1, 1)), uniform, counts, np.ones(2, bool))
+    assert pretraining.centerbias_nll([group]) == pytest.approx(0.0, abs=1e-6)
+    peaked = np.full((2, 2, 4), np.log(0.3 / 7), np.float32)
+    peaked[0, 1, 2] = peaked[1, 0, 0] = np.log(0.7)
+    group = input_pipeline.ShapeGroup(np.zeros((2, 1, 1, 1)), peaked, counts, np.ones(2, bool))
+    assert pretraining.centerbias_nll([group]) == pytest.approx(-np.log(0.7 * 8), rel=1e-5)
