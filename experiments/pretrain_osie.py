@@ -73,11 +73,13 @@ def training_fixations(choice: str, eye: Fixations, mouse: Fixations) -> Fixatio
 def parse(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     configs.add_model_and_training_args(parser)
-    parser.add_argument("--data-dir", type=Path, default=None, help="OSIE folder (default: $DEEPGAZE_JAX_OSIE, else discovered)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="OSIE folder (default: $DEEPGAZE_JAX_OSIE, else discovered)")
     parser.add_argument("--fixations", default="mouse", choices=FIXATIONS, help="what to train on (stopping: always eye)")
     parser.add_argument("--mouse-source", default="amt", choices=tuple(osie.MOUSE_SOURCES),
                         help="amt: 835 Mechanical Turk workers; lab: 16 lab participants")
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of the 90/10 split into training and stopping images")
+    parser.add_argument("--split-seed", type=int, default=0,
+                        help="seed of the 90/10 split into training and stopping images")
     parser.add_argument("--workdir", type=Path, default=Path("runs/pretrain_osie"))
     return parser, configs.parse_args(parser, argv)
 
@@ -97,9 +99,10 @@ def main(argv: list[str] | None = None) -> Path:
     train_fixations = training_fixations(args.fixations, train_eye, mouse.subset_images(train_idx))
     train = pretraining.make_part([grids[i] for i in train_idx], train_fixations,
                                   pretraining.thinned(train_fixations, CENTERBIAS_FIXATIONS_PER_IMAGE))
-    stop = pretraining.make_part([grids[i] for i in stop_idx], eye.subset_images(stop_idx), centerbias_fixations=train_eye)
+    stop = pretraining.make_part([grids[i] for i in stop_idx], eye.subset_images(stop_idx),
+                                 centerbias_fixations=train_eye)
     setup = {"dataset": "osie", "fixations": args.fixations, "mouse_source": args.mouse_source,
-             "split_seed": args.split_seed, "stop_images": stop_idx.tolist(), "stop": "OSIE eye fixations"}
+             "split_seed": args.split_seed, "stop_images": stop_idx.tolist()}
     path, _ = pretraining.pretrain(train, stop, config, configs.train_config(args), args.workdir, setup, log,
                                    f"OSIE {args.fixations}", "held-out OSIE eye")
     return path

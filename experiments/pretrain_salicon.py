@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> Path:
 
     train = pretraining.make_part(salicon_grids, salicon_fixations, dtype=np.float16)
     stop = pretraining.make_part(mit_grids, mit_fixations)
-    setup = {"dataset": f"salicon/{args.edition}", "stop": "MIT1003, all images"}
-    path, _ = pretraining.pretrain(train, stop, config, train_config, args.workdir, setup, log, "SALICON", "MIT1003")
+    path, _ = pretraining.pretrain(train, stop, config, train_config, args.workdir, {"dataset": f"salicon/{args.edition}"},
+                                   log, "SALICON", "MIT1003")
     return path
 
 

@@ -102,7 +102,7 @@ def pretrain(
     """Trains (or resumes) the readout on ``train`` with the stopping rule on ``stop``; writes the outputs.
 
     ``setup`` (the data options of the caller) is stored in ``setup.json`` with the configs
-    and both parts' sizes. Returns the model file and the final state.
+    and both parts' sizes (keys ``train`` and ``stop``). Returns the model file and the final state.
     """
     started = time.time()
     check_setup(workdir, {**setup, "model_config": json.loads(config.to_json()),
