@@ -5,10 +5,13 @@
     python -m experiments.crossval_mit1003 --backbone efficientnet_lite0 --no-pretrain --seeds 3
 
 The folds (x ``--seeds`` readout instances) are trained one after the other;
-``--at-once`` trains them all together in one vectorised program.
+``--at-once`` trains them all together in one vectorised program. ``--stopping inner``
+(the default for a new workdir) stops fold k on part k + 1 of its training parts, never on
+the scored part k; ``--stopping heldout`` is the old protocol (stop on part k), for the
+figures published with it. A workdir resumes with the choice recorded in its setup.json.
 
 Writes ``<workdir>/report.json`` and ``report.md`` (held-out LL, IG over the
-crossvalidated centre bias, IG explained, AUC, sAUC; per fold, overall and on the
+crossvalidated centre bias, IG explained, AUC, sAUC with and without centre bias; per fold, overall and on the
 paper's 463 images of 1024x768) and ``<workdir>/mixture.npz`` (the ten fold models
 as one mixture). Re-running the same command skips finished folds and resumes the
 current one from its last checkpoint.
@@ -40,6 +43,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=1, help="readout instances per fold (averaged in probability)")
     parser.add_argument("--at-once", action="store_true",
                         help="train all folds x seeds at once in one vectorised program (L-BFGS only; slower on AVX2 CPUs)")
+    configs.add_stopping_arg(parser)
     args = configs.parse_args(parser, argv)
     if args.config is None and not (args.no_pretrain or args.init):
         parser.error("one of --no-pretrain, --init or --config is required")
@@ -65,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     _, report = crossvalidate_dataset(
         mit1003.mit1003(args.data_dir), config, configs.train_config(args), args.workdir, args.cache_dir, title,
         num_folds=args.folds, fold_seed=args.fold_seed, init=init, command=command, log=log,
-        seeds=args.seeds, at_once=args.at_once,
+        seeds=args.seeds, at_once=args.at_once, stopping=args.stopping,
     )
     return report
 

@@ -17,18 +17,20 @@ def test_every_config_loads_and_names_its_run_command(name):
     assert f"--config {name}" in doc and "python -m experiments." in doc
     for member in experiment.members:
         assert configs.get(member).fold_seed == experiment.fold_seed and configs.get(member).folds == experiment.folds
+        assert configs.get(member).stopping == experiment.stopping
 
 
 @pytest.mark.parametrize("name, flags", [
-    ("lite0", ["--backbone", "efficientnet_lite0", "--no-pretrain", "--workdir", "runs/crossval"]),
-    ("lite2", ["--backbone", "efficientnet_lite2", "--no-pretrain", "--workdir", "runs/crossval_lite2"]),
+    ("lite0", ["--backbone", "efficientnet_lite0", "--no-pretrain", "--workdir", "runs/crossval", "--stopping", "heldout"]),
+    ("lite2", ["--backbone", "efficientnet_lite2", "--no-pretrain", "--workdir", "runs/crossval_lite2",
+               "--stopping", "heldout"]),
 ])
 def test_config_equals_the_readme_flags(name, flags):
     by_config, by_flags = crossval_mit1003.parse(["--config", name]), crossval_mit1003.parse(flags)
     for args in (by_config, by_flags):
         assert configs.model_config(args.backbone, args.readout) == configs.get(name).model
         assert configs.train_config(args) == configs.get(name).training
-    for key in ("workdir", "folds", "fold_seed", "init_seed", "no_pretrain", "init"):
+    for key in ("workdir", "folds", "fold_seed", "init_seed", "no_pretrain", "init", "stopping"):
         assert getattr(by_config, key) == getattr(by_flags, key), key
 
 

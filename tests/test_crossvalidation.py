@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import jax
@@ -8,7 +9,7 @@ from deepgaze_jax import crossvalidation as cv
 from deepgaze_jax.report import crossval_report, report_markdown
 from deepgaze_jax.model import load_model
 from deepgaze_jax.training import TrainConfig
-from synthetic import CONFIG
+from synthetic import CONFIG, make_data
 
 TRAIN = TrainConfig(max_epochs=3)
 
@@ -133,6 +134,29 @@ def test_ensemble_of_runs_averages_heldout_in_probability(finished, tmp_path):
     assert "| fold 2 |" in report_markdown(report, "ensemble") and "best epoch" not in report_markdown(report, "e")
 
 
+def test_ensemble_averages_the_maps_without_centerbias_when_every_run_has_them(finished, tmp_path):
+    data, workdir, _ = finished
+    other = tmp_path / "other"
+    cv.run_crossvalidation(data, CONFIG, TrainConfig(max_epochs=3, seed=7), other, num_folds=3, seed=0, log=lambda _: None)
+    cv.ensemble_crossvalidation([workdir, other], tmp_path / "ensemble")
+    members = [cv.load_heldout_no_centerbias(w, 3) for w in (workdir, other)]
+    ensemble = cv.load_heldout_no_centerbias(tmp_path / "ensemble", 3)
+    for i, got in ensemble.items():
+        np.testing.assert_allclose(got, np.logaddexp(members[0][i], members[1][i]) - np.log(2), atol=1e-5)
+    original = np.tile([768, 1024], (12, 1))
+    report = crossval_report(tmp_path / "ensemble", data.fixations, original, CONFIG.cell, 3, 0, progress=False,
+                             heldout_no_centerbias=ensemble)
+    assert 0.0 <= report["overall"]["sauc_no_centerbias"] <= 1.0 and report["stopping"] == "inner"
+    assert "sAUC without centre bias" in report_markdown(report, "ensemble")
+
+    for k in range(3):  # as if `other` had finished before heldout_no_cb.npz existed
+        cv.mark_done(other / f"fold_{k}", ("model.npz", "history.json", cv.HELDOUT))
+    lines = []
+    cv.ensemble_crossvalidation([workdir, other], tmp_path / "without", log=lines.append)
+    assert cv.load_heldout_no_centerbias(tmp_path / "without", 3) is None and sorted(cv.load_heldout(tmp_path / "without", 3)) == list(range(12))
+    assert any("re-run their crossvalidation command" in line for line in lines)
+
+
 def test_ensemble_refuses_runs_that_do_not_line_up(finished, tmp_path):
     data, workdir, _ = finished
     shifted = tmp_path / "shifted"
@@ -148,3 +172,111 @@ def test_ensemble_refuses_runs_that_do_not_line_up(finished, tmp_path):
     (unfinished / "fold_2" / "heldout.npz").unlink()
     with pytest.raises(ValueError, match="unfinished folds"):
         cv.ensemble_crossvalidation([workdir, unfinished], tmp_path / "e4")
+
+
+@pytest.mark.parametrize("stopping", cv.STOPPING)
+def test_fold_split_holds_out_part_k_and_stops_on_the_chosen_part(stopping):
+    folds = cv.fold_assignment(23, 5, seed=1)
+    for k in range(5):
+        split = cv.fold_split(folds, k, 5, stopping)
+        stop_part = (k + 1) % 5 if stopping == "inner" else k
+        assert split.stop_part == stop_part
+        np.testing.assert_array_equal(split.heldout, np.flatnonzero(folds == k))
+        np.testing.assert_array_equal(split.stop, np.flatnonzero(folds == stop_part))
+        assert not set(split.train) & set(split.stop) and not set(split.train) & set(split.heldout)
+        assert set(split.train) | set(split.stop) | set(split.heldout) == set(range(23))
+        if stopping == "inner":
+            assert not set(split.stop) & set(split.heldout)
+
+
+@pytest.mark.parametrize("at_once", [False, True])
+def test_no_fold_trains_or_stops_on_its_scored_part(at_once, tmp_path, monkeypatch):
+    """Old code: each fold stopped on its scored part (the stopping set was the held-out part)."""
+    grids, _, fixations = make_data(num_images=12)
+    used, centerbias_fixations = [], []  # per model: (training images, stopping images); fixations per centre bias
+    if at_once:
+        make_pool = cv.batched_training.make_pool
+
+        def recording_pool(grids, fixations, centerbias, train_images, val_images, *args, **kwargs):
+            used.extend(zip(train_images, val_images))
+            return make_pool(grids, fixations, centerbias, train_images, val_images, *args, **kwargs)
+
+        monkeypatch.setattr(cv.batched_training, "make_pool", recording_pool)
+    else:
+        make_groups = cv.input_pipeline.make_groups
+
+        def recording_groups(grids, log_cbs, fixations, index, *args, **kwargs):
+            used.append(index)
+            return make_groups(grids, log_cbs, fixations, index, *args, **kwargs)
+
+        monkeypatch.setattr(cv.input_pipeline, "make_groups", recording_groups)
+    fit = cv.fit_center_bias
+    monkeypatch.setattr(cv, "fit_center_bias", lambda f: centerbias_fixations.append(len(f)) or fit(f))
+    cv.run_crossvalidation(cv.FoldData(grids, fixations), CONFIG, TrainConfig(max_epochs=1), tmp_path, num_folds=3,
+                           seed=0, log=lambda _: None, at_once=at_once)
+    pairs = used if at_once else list(zip(used[::2], used[1::2]))
+    folds = cv.fold_assignment(12, 3, 0)
+    assert len(pairs) == 3
+    for k, (train, stop) in enumerate(pairs):
+        scored, stopping = set(np.flatnonzero(folds == k)), set(np.flatnonzero(folds == (k + 1) % 3))
+        assert set(stop) == stopping and not set(train) & scored and not set(train) & stopping
+        assert centerbias_fixations[k] == int(np.isin(fixations.n, train).sum())  # fitted on the training images only
+        history = json.loads((tmp_path / f"fold_{k}" / "history.json").read_text())
+        assert (history["stopping_part"], history["num_stopping_images"]) == ((k + 1) % 3, len(stopping))
+        # the saved model's stopping-set NLL is the training loop's validation loss at the best epoch
+        best_val_nats = history["val_nll_nats"][history["best_epoch"]]
+        assert history["stopping_nll_bits"] == pytest.approx(best_val_nats / np.log(2), abs=1e-4)
+    assert cv.read_setup(tmp_path)["stopping"] == "inner"
+
+
+def test_stopping_is_recorded_and_an_old_workdir_resumes_with_its_choice(tmp_path):
+    """A workdir written before the choice existed (no "stopping" in setup.json, no heldout_no_cb.npz) resumes
+    as "heldout" and gets its maps without centre bias from its models; asking for "inner" there is an error."""
+    grids, _, fixations = make_data(num_images=12)
+    data = cv.FoldData(grids, fixations)
+    cv.run_crossvalidation(data, CONFIG, TrainConfig(max_epochs=1), tmp_path, num_folds=3, log=lambda _: None,
+                           stopping="heldout")
+    assert json.loads((tmp_path / "fold_0" / "history.json").read_text())["stopping_part"] == 0
+    new = cv.load_heldout(tmp_path, 3, cv.HELDOUT_NO_CB)
+    setup = json.loads((tmp_path / "setup.json").read_text())
+    assert setup.pop("stopping") == "heldout"
+    (tmp_path / "setup.json").write_text(json.dumps(setup))
+    for k in range(3):
+        (tmp_path / f"fold_{k}" / cv.HELDOUT_NO_CB).unlink()
+        cv.mark_done(tmp_path / f"fold_{k}", ("model.npz", "history.json", cv.HELDOUT))
+    assert cv.load_heldout_no_centerbias(tmp_path, 3) is None
+    lines = []
+    cv.run_crossvalidation(data, CONFIG, TrainConfig(max_epochs=1), tmp_path, num_folds=3, log=lines.append)
+    assert lines.count("fold 1: done, skipping") == 1 and any("adding its held-out maps" in line for line in lines)
+    restored = cv.load_heldout_no_centerbias(tmp_path, 3)
+    for i in new:
+        np.testing.assert_allclose(restored[i], new[i], atol=1e-6)
+    with pytest.raises(ValueError, match="stopping 'heldout'.*--stopping heldout"):
+        cv.run_crossvalidation(data, CONFIG, TrainConfig(max_epochs=1), tmp_path, num_folds=3, log=lambda _: None,
+                               stopping="inner")
+
+
+def test_inner_stopping_needs_three_folds_and_a_known_choice(tmp_path):
+    data = cv.FoldData(*make_data(num_images=4)[::2])
+    with pytest.raises(ValueError, match="at least 3 folds.*--stopping heldout"):
+        cv.run_crossvalidation(data, CONFIG, TRAIN, tmp_path / "a", num_folds=2, log=lambda _: None)
+    with pytest.raises(ValueError, match="one of inner, heldout"):
+        cv.run_crossvalidation(data, CONFIG, TRAIN, tmp_path / "b", num_folds=3, log=lambda _: None, stopping="outer")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_heldout_maps_without_centerbias_are_the_fold_models_with_a_uniform_prior(finished):
+    data, workdir, _ = finished
+    folds = cv.fold_assignment(12, 3, 0)
+    with_cb, without = cv.load_heldout(workdir, 3), cv.load_heldout_no_centerbias(workdir, 3)
+    assert sorted(without) == list(range(12))
+    for k in range(3):
+        assert cv.HELDOUT_NO_CB in cv.done_outputs(workdir, k)
+        model = load_model(workdir / f"fold_{k}" / "model.npz", backbone_weights={})
+        variables = jax.tree_util.tree_map(lambda x: x[0], model.head)
+        for i in np.flatnonzero(folds == k):
+            uniform = np.full(without[int(i)].shape, -np.log(without[int(i)].size), np.float32)
+            pred = cv.predict_grids(CONFIG, variables, [data.grids[i]], [uniform])[0]
+            np.testing.assert_allclose(pred, without[int(i)], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(np.logaddexp.reduce(without[int(i)].ravel()), 0.0, atol=1e-4)
+    assert max(np.abs(with_cb[i] - without[i]).max() for i in with_cb) > 1e-3  # the centre bias was left out

@@ -1,19 +1,22 @@
 """The experiment scripts end to end on tiny generated MIT1003 / SALICON fixtures (fake backbone)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import fake_backbone  # noqa: F401  (registers ModelConfig(backbone="fake"))
-from deepgaze_jax.data import osie
+from deepgaze_jax import crossvalidation as cv
+from deepgaze_jax.data import mit1003, osie
 from deepgaze_jax.data.nus_mat import save_nus_mat
 from deepgaze_jax.data.osie import save_mouse_mat
 from deepgaze_jax.data.salicon import save_salicon_mat
 from deepgaze_jax.model import load_model
+from deepgaze_jax.training import TrainConfig
 
-from experiments import crossval_mit1003, ensemble_mit1003, osie_stats, pretrain_salicon
+from experiments import configs, crossval_mit1003, ensemble_mit1003, model_search, osie_stats, pretrain_salicon
 
 
 def smooth_image(rng, h, w):
@@ -77,7 +80,7 @@ def test_pretrain_then_crossvalidate(tmp_path, monkeypatch, mit_root, salicon_ro
     workdir = tmp_path / "cv"
     report = crossval_mit1003.main(
         common_args(tmp_path) + ["--init", str(model_path), "--data-dir", str(mit_root), "--folds", "2",
-                                 "--workdir", str(workdir)]
+                                 "--workdir", str(workdir), "--stopping", "heldout"]
     )
     assert report["overall"]["num_images"] == 6 and report["paper_subset_1024x768"]["num_images"] == 2
     combined = load_model(workdir / "mixture.npz", backbone_weights={})
@@ -89,6 +92,7 @@ def test_pretrain_then_crossvalidate(tmp_path, monkeypatch, mit_root, salicon_ro
     for figure in report["figures"]:
         assert (workdir / figure["file"]).stat().st_size > 10_000 and f"]({figure['file']})" in markdown
     assert json.loads((workdir / "report.json").read_text())["command"]["init"] == str(model_path)
+    assert report["stopping"] == "heldout" and "optimistic" in markdown
 
 
 def test_pretrain_without_salicon_fails_with_instructions(tmp_path, capsys):
@@ -102,13 +106,14 @@ def test_ensemble_of_two_crossvalidations(tmp_path, monkeypatch, mit_root):
     runs = []
     for readout in ("linear", "paper"):
         runs.append(tmp_path / readout)
-        args = common_args(tmp_path) + ["--no-pretrain", "--data-dir", str(mit_root), "--folds", "2", "--workdir", str(runs[-1])]
+        args = common_args(tmp_path) + ["--no-pretrain", "--data-dir", str(mit_root), "--folds", "3", "--workdir", str(runs[-1])]
         args[args.index("--readout") + 1] = readout
         crossval_mit1003.main(args)
     members = [json.loads((run / "report.json").read_text())["overall"] for run in runs]
     report = ensemble_mit1003.main([*map(str, runs), "--data-dir", str(mit_root), "--workdir", str(tmp_path / "ens")])
-    assert report["overall"]["num_images"] == 6
+    assert report["overall"]["num_images"] == 6 and report["stopping"] == "inner"
     assert report["overall"]["ll_bits"] >= min(m["ll_bits"] for m in members)
+    assert all(0.0 <= r["sauc_no_centerbias"] <= 1.0 for r in (*members, report["overall"]))
     assert report["command"]["runs"] == [str(r) for r in runs]
     markdown = (tmp_path / "ens" / "report.md").read_text()
     assert "ensemble of fake + fake" in markdown and "| fold 1 |" in markdown and "![" in markdown
@@ -165,3 +170,39 @@ def test_step_lengths_stay_within_trajectories():
     # bins 1, 1.4, 2, 2.8, 4, 5.7, 8, 11.3, ...: a slow mode decaying onto a plateau of 0.1 (at 8-11.3 px: 0.12)
     density = np.array([5.0, 4, 3, 2, 1, 0.5, 0.12, 0.11, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.05, 0.02, 0.01, 0.0])
     assert osie_stats.slow_mode_end(density) == pytest.approx((8.0, 11.31, 0.1), abs=0.01)
+
+
+def test_model_search_picks_each_fold_on_its_stopping_part(tmp_path, mit_root):
+    candidates = {name: configs.Experiment(model=configs.model_config("fake", readout), training=TrainConfig(max_epochs=2),
+                                           folds=3)
+                  for name, readout in (("linear", "linear"), ("paper", "paper"))}
+    out = tmp_path / "docs" / "search.md"
+    table = model_search.search(candidates, mit1003.mit1003(mit_root), tmp_path / "search", tmp_path / "cache", out,
+                                log=lambda _: None)
+    rows = {row["name"]: row for row in table["candidates"]}
+    for k, pick in enumerate(table["picks"]):
+        assert rows[pick]["stopping_nll_bits_per_fold"][k] == min(r["stopping_nll_bits_per_fold"][k] for r in rows.values())
+        for name, row in rows.items():
+            history = json.loads((tmp_path / "search" / name / f"fold_{k}" / "history.json").read_text())
+            assert history["stopping_part"] == (k + 1) % 3  # a training part of fold k, not the scored part k
+            assert row["stopping_nll_bits_per_fold"][k] == history["stopping_nll_bits"]
+        for heldout in (cv.HELDOUT, cv.HELDOUT_NO_CB):  # fold k of the picks is fold k of its pick
+            got, want = cv.fold_heldout(Path(table["selected_workdir"]), k, heldout), cv.fold_heldout(tmp_path / "search" / pick, k, heldout)
+            assert sorted(got) == sorted(want) and all(np.array_equal(got[i], want[i]) for i in got)
+    assert table["selected"]["overall"].keys() == set(model_search.SCORE_KEYS)
+    assert 0.0 <= table["selected"]["overall"]["sauc_no_centerbias"] <= 1.0
+    assert json.loads(out.with_suffix(".json").read_text()) == table
+    markdown = out.read_text()
+    assert "| linear |" in markdown and "| paper |" in markdown and "| 2 | " in markdown
+    assert "Held-out score of the per-fold picks" in markdown and "| the paper's 1024x768 images |" in markdown
+    with pytest.raises(ValueError, match="must share"):
+        model_search.search({**candidates, "five": configs.Experiment(model=configs.model_config("fake", "linear"),
+                                                                      training=TrainConfig(), folds=5)},
+                            mit1003.mit1003(mit_root), tmp_path / "s2", tmp_path / "cache", out)
+
+
+def test_model_search_candidates_are_single_configs():
+    assert model_search.parse([]).config == ["lite0", "lite2"]
+    for argv in (["--config", "lite0"], ["--config", "lite0", "--config", "ensemble"], ["--config", "lite0"] * 2):
+        with pytest.raises(SystemExit):
+            model_search.parse(argv)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from deepgaze_jax.finalizer import Finalizer, blur, blur_matrix, expand_to_pixels, gaussian_kernel
+from deepgaze_jax.finalizer import Finalizer, blur, blur_matrix, expand_to_pixels, gaussian_kernel, resize_matrix, upsample_and_blur
 
 
 def test_gaussian_kernel_is_normalised_and_symmetric():
@@ -61,3 +61,12 @@ def test_centre_bias_weight_one_adds_the_prior():
     v = fin.init(jax.random.PRNGKey(0), jnp.zeros((1, 6, 8)), cb)
     out = fin.apply(v, jnp.zeros((1, 6, 8)), cb)  # constant saliency stays constant after the blur
     np.testing.assert_allclose(np.asarray(out), np.asarray(cb - jax.nn.logsumexp(cb)), atol=1e-5)
+
+
+def test_upsample_and_blur_is_resize_then_blur():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 8))
+    sigma = jnp.float32(2.5)
+    resized = jax.image.resize(x, (2, 24, 32), "linear")
+    np.testing.assert_allclose(np.asarray(upsample_and_blur(x, (24, 32), sigma, 12)),
+                               np.asarray(blur(resized, sigma, 12)), atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(resize_matrix(7, 7)), np.eye(7, dtype=np.float32))

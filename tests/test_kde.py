@@ -14,9 +14,15 @@ def test_blur_matrix_preserves_mass(n, sigma):
     assert matrix.min() >= 0
 
 
-def test_kde_grid_sums_to_one_and_matches_kernel_pairs():
-    rows, cols = np.array([0, 5, 5, 11]), np.array([3, 0, 19, 7])
-    grid = kde.kde_grid(rows, cols, (12, 20), 2.0, 3.0)
-    assert grid.sum() == pytest.approx(1.0)
-    at = kde.kernel_pairs(kde.blur_matrix(12, 2.0), kde.blur_matrix(20, 3.0), [4, 11], [6, 7], rows, cols)
-    np.testing.assert_allclose(at.sum(axis=1) / len(rows), grid[[4, 11], [6, 7]], rtol=1e-12)
+def test_kde_grid_sums_to_one_and_image_pairs_give_each_images_own_kde_at_its_points():
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(0, 12, 9), rng.integers(0, 20, 9)
+    images = [np.array([0, 3, 4]), np.array([1]), np.array([2, 5, 6, 7, 8])]
+    pairs = kde.image_pairs(images, rows, cols, (12, 20))
+    assert len(pairs.a) == 9 + 1 + 25
+    at_points = pairs.sums(pairs.kernel(2.0, 3.0), 10)
+    assert at_points[9] == 0  # a point in no image
+    for idx in images:
+        grid = kde.kde_grid(rows[idx], cols[idx], (12, 20), 2.0, 3.0)
+        assert grid.sum() == pytest.approx(1.0)
+        np.testing.assert_allclose(at_points[idx] / len(idx), grid[rows[idx], cols[idx]], rtol=1e-12)

@@ -57,7 +57,11 @@ def test_train_writes_a_model_and_the_report(trained, csv_dataset):
     assert set(report["per_image"]["index"]) == set(range(len(SIZES)))  # every image scored held out
     assert np.isfinite(report["overall"]["ll_bits"]) and report["command"]["folds"] == 3
     assert "paper_subset_1024x768" not in report  # no 1024x768 images here: no such row
-    assert "paper subset" not in (trained.with_suffix(".run") / "report.md").read_text()
+    markdown = (trained.with_suffix(".run") / "report.md").read_text()
+    assert "paper subset" not in markdown
+    assert report["stopping"] == "inner" and "one of its training parts" in markdown
+    assert 0.0 <= report["overall"]["sauc_no_centerbias"] <= 1.0 and "sAUC without centre bias" in markdown
+    assert [fold["stopping_part"] for fold in report["folds"]] == [1, 2, 0]
 
 
 def test_rerun_resumes_and_skips_finished_folds(trained, csv_dataset, caplog):

@@ -18,6 +18,7 @@ from pathlib import Path
 import jax
 
 from deepgaze_jax.backbones import BACKBONES
+from deepgaze_jax.crossvalidation import STOPPING, STOPPING_HELP
 from deepgaze_jax.model import ModelConfig
 from deepgaze_jax.readout import READOUTS
 from deepgaze_jax.training import TrainConfig
@@ -39,6 +40,8 @@ class Experiment:
       fold_seed: seed of the split of images into folds.
       workdir: where the run writes (``--workdir`` default).
       members: for an ensemble, the names of the configurations whose runs it averages.
+      stopping: the part each fold stops on (`crossvalidation.fold_split`): "inner" (honest) or
+        "heldout" (the protocol of the figures published before the choice existed).
     """
 
     model: ModelConfig
@@ -47,6 +50,7 @@ class Experiment:
     fold_seed: int = 0
     workdir: Path = Path("runs/crossval")
     members: tuple[str, ...] = ()
+    stopping: str = "inner"
 
 
 def get(name: str) -> Experiment:
@@ -69,7 +73,7 @@ def flag_defaults(experiment: Experiment) -> dict:
     return dict(
         backbone=experiment.model.backbone, readout=readout, optimizer=t.optimizer, max_epochs=t.max_epochs,
         learning_rate=t.learning_rate, batch_size=t.batch_size, weight_decay=t.weight_decay, folds=experiment.folds,
-        config_fold_seed=experiment.fold_seed, config_init_seed=t.seed,
+        config_fold_seed=experiment.fold_seed, config_init_seed=t.seed, stopping=experiment.stopping,
     )
 
 
@@ -114,6 +118,11 @@ def add_model_and_training_args(parser: argparse.ArgumentParser) -> None:
         "--distributed", action="store_true",
         help="multi-host: call jax.distributed.initialize() first (run the same command on every host)",
     )
+
+
+def add_stopping_arg(parser: argparse.ArgumentParser) -> None:
+    """--stopping inner|heldout (default: the workdir's recorded choice, else inner)."""
+    parser.add_argument("--stopping", choices=STOPPING, default=None, help=STOPPING_HELP)
 
 
 def start(args: argparse.Namespace) -> None:

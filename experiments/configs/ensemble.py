@@ -4,7 +4,7 @@
     python -m experiments.crossval_mit1003 --config lite2
     python -m experiments.ensemble_mit1003 --config ensemble
 
-The members share folds and fold seed (`crossvalidation.ensemble_crossvalidation` checks it).
+The members share folds, fold seed and stopping choice (`crossvalidation.ensemble_crossvalidation` checks it).
 """
 
 from pathlib import Path
@@ -22,4 +22,5 @@ def get_config() -> Experiment:
         fold_seed=first.fold_seed,
         workdir=Path("runs/ensemble"),
         members=("lite0", "lite2"),
+        stopping=first.stopping,
     )

@@ -2,7 +2,9 @@
 
     python -m experiments.crossval_mit1003 --config lite0
 
-Same as ``--backbone efficientnet_lite0 --no-pretrain --workdir runs/crossval`` (seeds 0).
+Same as ``--backbone efficientnet_lite0 --no-pretrain --workdir runs/crossval --stopping heldout`` (seeds 0):
+that figure stopped each fold on its scored part (the protocol before inner stopping), so this
+config keeps ``stopping="heldout"`` to reproduce it.
 """
 
 from pathlib import Path
@@ -18,4 +20,5 @@ def get_config() -> Experiment:
         folds=10,
         fold_seed=0,
         workdir=Path("runs/crossval"),
+        stopping="heldout",
     )

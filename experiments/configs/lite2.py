@@ -2,7 +2,8 @@
 
     python -m experiments.crossval_mit1003 --config lite2
 
-Same as ``--backbone efficientnet_lite2 --no-pretrain --workdir runs/crossval_lite2`` (seeds 0).
+Same as ``--backbone efficientnet_lite2 --no-pretrain --workdir runs/crossval_lite2 --stopping heldout``
+(seeds 0; stopping on the scored part, as `lite0`).
 """
 
 import dataclasses

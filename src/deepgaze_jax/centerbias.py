@@ -26,7 +26,7 @@ from scipy.special import logsumexp
 
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.densities import log_normalize, safe_log
-from deepgaze_jax.kde import blur_matrix, kde_grid, kernel_pairs, relative_cells
+from deepgaze_jax.kde import ImagePairs, image_pairs, kde_grid, relative_cells
 
 
 def mixture_log_density(kde: np.ndarray, uniform_weight: float) -> np.ndarray:
@@ -147,17 +147,31 @@ def images_by_size(fixations: Fixations) -> dict[tuple[int, int], list[np.ndarra
     return groups
 
 
-def _loo_kde(fixations: Fixations, bandwidth: float) -> np.ndarray:
-    """(N,) KDE probability, at each fixation's pixel, of the fixations on the other images."""
+def own_image_pairs(fixations: Fixations) -> list[tuple[ImagePairs, np.ndarray, np.ndarray]]:
+    """Per image size (H, W): (`kde.ImagePairs` of the fixations of each image of that size, their
+    fixation indices, the cell rows and columns of every fixation on that grid)."""
     rx, ry = fixations.relative()
-    out = np.zeros(len(fixations))
+    out = []
     for (h, w), images in images_by_size(fixations).items():
         rows, cols = relative_cells(ry, h), relative_cells(rx, w)
-        k_rows, k_cols = blur_matrix(h, bandwidth * h), blur_matrix(w, bandwidth * w)
+        out.append((image_pairs(images, rows, cols, (h, w)), np.concatenate(images), rows, cols))
+    return out
+
+
+def _loo_kde(fixations: Fixations, bandwidth: float, pairs=None) -> np.ndarray:
+    """(N,) KDE probability, at each fixation's pixel, of the fixations on the other images.
+
+    ``pairs``: `own_image_pairs` of ``fixations`` (computed when not given; pass it when
+    evaluating many bandwidths).
+    """
+    pairs = own_image_pairs(fixations) if pairs is None else pairs
+    out = np.zeros(len(fixations))
+    for image_pairs_, members, rows, cols in pairs:
+        h, w = image_pairs_.shape
         total = kde_grid(rows, cols, (h, w), bandwidth * h, bandwidth * w) * len(fixations)
-        for idx in images:
-            own = kernel_pairs(k_rows, k_cols, rows[idx], cols[idx], rows[idx], cols[idx]).sum(axis=1)
-            out[idx] = (total[rows[idx], cols[idx]] - own) / max(len(fixations) - len(idx), 1)
+        own = image_pairs_.sums(image_pairs_.kernel(bandwidth * h, bandwidth * w), len(fixations))
+        others = len(fixations) - np.bincount(fixations.n, minlength=fixations.num_images)[fixations.n[members]]
+        out[members] = (total[rows[members], cols[members]] - own[members]) / np.maximum(others, 1)
     return np.maximum(out, 0.0)
 
 
@@ -200,9 +214,9 @@ def leave_one_image_out_maps(fixations: Fixations, bandwidth: float, uniform_wei
 def fit_center_bias(fixations: Fixations, bandwidth_bounds: tuple[float, float] = (0.005, 0.5)) -> CenterBias:
     """The centre bias of all ``fixations``, with the bandwidth (searched within ``bandwidth_bounds``,
     relative units) and uniform weight that maximise the leave-one-image-out likelihood."""
-    uniform = uniform_log_density(fixations)
+    uniform, pairs = uniform_log_density(fixations), own_image_pairs(fixations)
     bandwidth, weights, _ = fit_bandwidth(
-        lambda b: np.stack([safe_log(_loo_kde(fixations, b)), uniform], axis=1), bandwidth_bounds
+        lambda b: np.stack([safe_log(_loo_kde(fixations, b, pairs)), uniform], axis=1), bandwidth_bounds
     )
     rx, ry = fixations.relative()
     return CenterBias(

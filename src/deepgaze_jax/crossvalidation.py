@@ -1,25 +1,37 @@
 """The paper's 10-fold crossvalidation over images (section 2.4), resumable.
 
-The images are split into ``folds`` parts with a fixed seed. For fold k the
-readout is trained on the other parts; the stopping rule (`training.should_stop`)
-is evaluated on part k, and part k is then predicted by the best parameters, so
-every image is predicted by a model that never saw it. With ``seeds`` > 1 each fold
-has that many readout instances (different initialisations), averaged in
-probability. The folds x instances are trained one after the other, or all at
-once by one vectorised program (``at_once``, `batched_training`). The centre bias used by
-each fold's model is fitted (maximum likelihood, `centerbias.fit_center_bias`)
-on that fold's training images only; the readout's feature statistics too.
+The images are split into ``folds`` parts with a fixed seed. Fold k predicts part k
+(its *held-out* part, the one it is scored on) with the parameters of its best epoch
+under the paper's stopping rule (`training.should_stop`). Which part the rule watches is
+the ``stopping`` choice (`fold_split`):
+
+* ``"inner"`` (the default for new runs): part (k + 1) mod folds, one of the nine
+  training parts; the readout trains on the remaining eight. Part k takes no part in
+  training, stopping or the fold's centre bias, so its scores are honest.
+* ``"heldout"``: part k itself, the readout training on the nine others: the protocol
+  of the figures published before the choice existed (their stopping epoch is picked on
+  the scored part, so they are slightly optimistic); kept to reproduce them.
+
+The choice is recorded in ``setup.json``; a working directory written before it existed
+holds ``"heldout"`` runs, and resuming a run with the other choice is an error. With
+``seeds`` > 1 each fold has that many readout instances (different initialisations),
+averaged in probability. The folds x instances are trained one after the other, or all
+at once by one vectorised program (``at_once``, `batched_training`). The centre bias used
+by each fold's model is fitted (maximum likelihood, `centerbias.fit_center_bias`) on that
+fold's training images only (not on its stopping part); the readout's feature statistics too.
 
 Working directory (everything a re-run needs to skip finished folds and resume
 the current one from its last checkpoint)::
 
-    setup.json            configs, seed, fold assignment (a re-run must match it)
+    setup.json            configs, seed, fold assignment, stopping choice (a re-run must match it)
     batched/seeds<S>_folds_<k>_..._<m>/checkpoints
                           orbax steps of a vectorised run of those folds (`train_folds_at_once`)
     fold_<k>/checkpoints[_<i>]  orbax steps of instance i when trained fold by fold
     fold_<k>/model.npz    the fold's model (`model.save_model`, a mixture of its instances)
     fold_<k>/heldout.npz  log densities on the density grid of its held-out images
-    fold_<k>/history.json losses per epoch, best epoch, wall times
+    fold_<k>/heldout_no_cb.npz  the same with a uniform prior in place of the log centre bias
+                          (the maps the paper's Table 1 scores shuffled AUC on)
+    fold_<k>/history.json losses per epoch, best epoch, stopping part and its NLL, wall times
     fold_<k>/done.json    SHA-256 of the fold's outputs, written last: a fold is finished
                           only when it exists and every output still matches it
     mixture.npz           the ten heads as one mixture model (`model.mixture`)
@@ -27,7 +39,8 @@ the current one from its last checkpoint)::
 Held-out results are scored by `report.crossval_report` against the crossvalidated
 (leave-one-image-out) centre bias and the gold standard (`baselines.fit_baselines`).
 `ensemble_crossvalidation` combines finished runs (e.g. one per backbone) into a
-working directory of averaged held-out predictions, scored the same way.
+working directory of averaged held-out predictions, scored the same way. A fold finished
+before ``heldout_no_cb.npz`` existed gets it from its saved model on the next run (no retraining).
 """
 
 from __future__ import annotations
@@ -38,9 +51,10 @@ import hashlib
 import json
 import logging
 import os
+import math
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -50,6 +64,7 @@ from deepgaze_jax import batched_training, checkpoints, input_pipeline, training
 from deepgaze_jax.centerbias import fit_center_bias
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.densities import log_mean_density
+from deepgaze_jax.likelihood import fixation_counts, log_likelihood_per_image
 from deepgaze_jax.model import (
     DeepGazeParams, ModelConfig, SaliencyHead, centerbias_on_grid, load_model, mixture, save_model,
 )
@@ -57,6 +72,13 @@ from deepgaze_jax.model import (
 logger = logging.getLogger(__name__)
 
 CENTERBIAS_TEMPLATE_SIZE = (256, 256)
+Stopping = Literal["inner", "heldout"]
+STOPPING: tuple[str, ...] = ("inner", "heldout")
+DEFAULT_STOPPING: Stopping = "inner"
+UNRECORDED_STOPPING: Stopping = "heldout"  # a setup.json from before the choice: those runs stopped on part k
+STOPPING_HELP = ("part each fold k stops on: inner (part k+1, one of its training parts; the default for a new "
+                 "workdir) or heldout (the scored part k itself: the old, optimistic protocol); default: the "
+                 "workdir's recorded choice")
 
 
 def fold_assignment(num_images: int, num_folds: int = 10, seed: int = 0) -> np.ndarray:
@@ -66,6 +88,47 @@ def fold_assignment(num_images: int, num_folds: int = 10, seed: int = 0) -> np.n
     folds = np.empty(num_images, np.int64)
     folds[np.random.default_rng(seed).permutation(num_images)] = np.arange(num_images) % num_folds
     return folds
+
+
+def check_stopping(stopping: str, num_folds: int) -> None:
+    """Refuses an unknown ``stopping`` choice, and inner stopping with fewer than 3 folds."""
+    if stopping not in STOPPING:
+        raise ValueError(f"stopping must be one of {', '.join(STOPPING)}, got {stopping!r}")
+    if stopping == "inner" and num_folds < 3:
+        raise ValueError(
+            f"inner stopping needs at least 3 folds (parts to train on, to stop on and to score), got {num_folds}: "
+            "use more folds, or stopping 'heldout' (--stopping heldout) for the old protocol"
+        )
+
+
+def stopping_part(fold: int, num_folds: int, stopping: Stopping) -> int:
+    """The part fold ``fold`` stops on: ``(fold + 1) % num_folds`` for "inner", ``fold`` itself for "heldout"."""
+    return (fold + 1) % num_folds if stopping == "inner" else fold
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldSplit:
+    """The images of one fold.
+
+    Attributes:
+      fold: the fold, and the part it is scored on; stop_part: the part it stops on.
+      train: the images its readout is trained on (and its centre bias and feature statistics fitted on).
+      stop: those the stopping rule is evaluated on (part ``stop_part``).
+      heldout: those it predicts and is scored on (part ``fold``).
+    """
+
+    fold: int
+    stop_part: int
+    train: np.ndarray
+    stop: np.ndarray
+    heldout: np.ndarray
+
+
+def fold_split(folds: np.ndarray, fold: int, num_folds: int, stopping: Stopping) -> FoldSplit:
+    """Fold ``fold``'s images by `fold_assignment` ``folds``: held out part ``fold``, stopping on `stopping_part`."""
+    stop = stopping_part(fold, num_folds, stopping)
+    train = np.flatnonzero((folds != fold) & (folds != stop))
+    return FoldSplit(fold, stop, train, np.flatnonzero(folds == stop), np.flatnonzero(folds == fold))
 
 
 def centerbias_grids(template: np.ndarray, fixations: Fixations, cell: int) -> list[np.ndarray]:
@@ -98,6 +161,29 @@ def predict_grids(config: ModelConfig, variables, grids: Sequence[np.ndarray], l
     return [np.asarray(_head_log_density(config, variables, jnp.asarray(g), jnp.asarray(c))) for g, c in zip(grids, log_cbs)]
 
 
+def mixture_grids(
+    config: ModelConfig, variables: Sequence[dict], grids: Sequence[np.ndarray], log_cbs: Sequence[np.ndarray]
+) -> list[np.ndarray]:
+    """`predict_grids` of the instances ``variables`` averaged in probability: per image, a float32 log density."""
+    per_instance = [predict_grids(config, v, grids, log_cbs) for v in variables]
+    return [log_mean_density(list(maps), dtype=np.float32) for maps in zip(*per_instance)]
+
+
+def uniform_grids(log_cbs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """A uniform log density of each centre bias's shape: the prior of the maps without centre bias."""
+    return [centerbias_on_grid(None, c.shape) for c in log_cbs]
+
+
+def nll_bits(log_densities: Sequence[np.ndarray], fixations: Fixations, index: Sequence[int], cell: int) -> float:
+    """Mean NLL vs uniform (bits/fix) over the fixations on images ``index``, of their density-grid log densities."""
+    total, count = 0.0, 0.0
+    for i, log_density in zip(index, log_densities):
+        counts = fixation_counts(fixations, [int(i)], log_density.shape, cell)
+        total += float(log_likelihood_per_image(log_density[None], counts)[0])
+        count += float(counts.sum())
+    return -total / max(count, 1.0) / math.log(2)
+
+
 def initial_head(init: DeepGazeParams | None) -> tuple[dict | None, dict | None]:
     """(params, stats) of the first component of a pretrained model, or (None, None)."""
     if init is None:
@@ -111,32 +197,33 @@ class FoldSetup:
     """What fold ``fold``'s models start from.
 
     Attributes:
-      train_idx, val_idx: its training and held-out images.
+      split: its training, stopping and held-out images.
       centerbias: the centre bias fitted on its training images; template: its (256, 256) log density.
       stats: the readout's feature statistics (of its training grids, or of the pretrained model).
       init_params: pretrained readout params, or None for a random init.
       setup_s: seconds spent on this setup.
     """
 
-    fold: int
-    train_idx: np.ndarray
-    val_idx: np.ndarray
+    split: FoldSplit
     centerbias: object
     template: np.ndarray
     stats: dict
     init_params: dict | None
     setup_s: float
 
+    @property
+    def fold(self) -> int:
+        return self.split.fold
 
-def fold_setup(fold: int, folds: np.ndarray, data: FoldData, feature_sums, init: DeepGazeParams | None) -> FoldSetup:
-    """Fits fold ``fold``'s centre bias and feature statistics on its training images only."""
+
+def fold_setup(split: FoldSplit, data: FoldData, feature_sums, init: DeepGazeParams | None) -> FoldSetup:
+    """Fits the fold's centre bias and feature statistics on its training images only (``split.train``)."""
     started = time.time()
-    train_idx, val_idx = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-    centerbias = fit_center_bias(data.fixations.subset_images(train_idx))
+    centerbias = fit_center_bias(data.fixations.subset_images(split.train))
     init_params, init_stats = initial_head(init)
-    stats = init_stats if init_stats is not None else input_pipeline.stats_from_sums(feature_sums, train_idx)
-    return FoldSetup(fold, train_idx, val_idx, centerbias, centerbias.template(CENTERBIAS_TEMPLATE_SIZE), stats,
-                     init_params, time.time() - started)
+    stats = init_stats if init_stats is not None else input_pipeline.stats_from_sums(feature_sums, split.train)
+    return FoldSetup(split, centerbias, centerbias.template(CENTERBIAS_TEMPLATE_SIZE), stats, init_params,
+                     time.time() - started)
 
 
 def instance_key(seed: int, fold: int, instance: int) -> jax.Array:
@@ -151,29 +238,63 @@ def initial_state(config: ModelConfig, train_config: training.TrainConfig, setup
                                        key=instance_key(train_config.seed, setup.fold, instance))
 
 
+def image_inputs(template: np.ndarray, data: FoldData, cell: int, index: Sequence[int]) -> tuple[list, list]:
+    """(feature grids, log centre biases on the density grid) of images ``index``, the centre bias from ``template``."""
+    all_cbs = centerbias_grids(template, data.fixations, cell)
+    return [data.grids[i] for i in index], [all_cbs[i] for i in index]
+
+
+def write_heldout_maps(
+    fold_dir: Path, heldout: Sequence[int], data: FoldData, config: ModelConfig, template: np.ndarray,
+    variables: Sequence[dict],
+) -> None:
+    """Writes the held-out predictions of the instances ``variables`` (averaged in probability), with the
+    centre bias ``template`` (``heldout.npz``) and with a uniform prior (``heldout_no_cb.npz``)."""
+    grids, log_cbs = image_inputs(template, data, config.cell, heldout)
+    write_heldout(fold_dir, heldout, mixture_grids(config, variables, grids, log_cbs))
+    write_heldout(fold_dir, heldout, mixture_grids(config, variables, grids, uniform_grids(log_cbs)), HELDOUT_NO_CB)
+
+
+def stopping_record(setup: FoldSetup, data: FoldData, config: ModelConfig, variables: Sequence[dict]) -> dict:
+    """The fold's stopping part, its image counts and the saved model's NLL on the stopping images (bits/fix)."""
+    split = setup.split
+    grids, log_cbs = image_inputs(setup.template, data, config.cell, split.stop)
+    stop_nll = nll_bits(mixture_grids(config, variables, grids, log_cbs), data.fixations, split.stop, config.cell)
+    return {"stopping_part": split.stop_part, "stopping_nll_bits": stop_nll, "num_train_images": len(split.train),
+            "num_stopping_images": len(split.stop)}
+
+
 def write_fold(
     fold_dir: Path, setup: FoldSetup, data: FoldData, config: ModelConfig, states: Sequence[training.TrainState],
     timing: dict,
 ) -> None:
     """Writes a finished fold: its model (the instances as a mixture), held-out predictions (averaged in
-    probability over the instances), history, and last ``done.json``."""
+    probability over the instances; with and without centre bias), history, and last ``done.json``."""
     fold_dir.mkdir(parents=True, exist_ok=True)
-    all_cbs = centerbias_grids(setup.template, data.fixations, config.cell)
-    log_cbs, grids = [all_cbs[i] for i in setup.val_idx], [data.grids[i] for i in setup.val_idx]
     variables = [state.head_variables(best=True) for state in states]
-    per_instance = [predict_grids(config, v, grids, log_cbs) for v in variables]
-    heldout = [log_mean_density(list(maps), dtype=np.float32) for maps in zip(*per_instance)]
     head = jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *variables)
     save_model(DeepGazeParams(backbone_weights={}, head=head, centerbias=jnp.asarray(setup.template), config=config),
                fold_dir / "model.npz")
     histories = [training.history(state) for state in states]
     history = {**histories[0], "epochs": int(states[0].epoch), "setup_s": setup.setup_s, **timing,
+               **stopping_record(setup, data, config, variables),
                "centerbias": {"bandwidth_rel": setup.centerbias.bandwidth, "uniform_weight": setup.centerbias.uniform_weight}}
     if len(states) > 1:
         history["instances"] = [{**h, "epochs": int(s.epoch)} for h, s in zip(histories, states)]
     (fold_dir / "history.json").write_text(json.dumps(history, indent=1))
-    write_heldout(fold_dir, setup.val_idx, heldout)
+    write_heldout_maps(fold_dir, setup.split.heldout, data, config, setup.template, variables)
     mark_done(fold_dir, FOLD_OUTPUTS)
+
+
+def add_no_centerbias(workdir: Path, split: FoldSplit, data: FoldData, config: ModelConfig) -> None:
+    """Writes ``heldout_no_cb.npz`` of a fold finished before it existed, from its saved model, and adds it
+    to the fold's ``done.json``."""
+    fold_dir = workdir / f"fold_{split.fold}"
+    model = load_model(fold_dir / "model.npz", backbone_weights={})
+    variables = [jax.tree_util.tree_map(lambda x, m=m: x[m], model.head) for m in range(model.num_components)]
+    grids, log_cbs = image_inputs(np.asarray(model.centerbias), data, config.cell, split.heldout)
+    write_heldout(fold_dir, split.heldout, mixture_grids(config, variables, grids, uniform_grids(log_cbs)), HELDOUT_NO_CB)
+    mark_done(fold_dir, (*done_outputs(workdir, split.fold), HELDOUT_NO_CB))
 
 
 def train_fold(
@@ -190,8 +311,8 @@ def train_fold(
     checkpoints) and writes the fold (`write_fold`)."""
     fold, fold_dir = setup.fold, workdir / f"fold_{setup.fold}"
     log_cbs = centerbias_grids(setup.template, data.fixations, config.cell)
-    train_groups = input_pipeline.make_groups(data.grids, log_cbs, data.fixations, setup.train_idx, config.cell, dtype=dtype)
-    val_groups = input_pipeline.make_groups(data.grids, log_cbs, data.fixations, setup.val_idx, config.cell, dtype=dtype)
+    train_groups = input_pipeline.make_groups(data.grids, log_cbs, data.fixations, setup.split.train, config.cell, dtype=dtype)
+    stop_groups = input_pipeline.make_groups(data.grids, log_cbs, data.fixations, setup.split.stop, config.cell, dtype=dtype)
     fold_config = dataclasses.replace(train_config, seed=train_config.seed + fold)
     steps = training.make_steps(config, fold_config)
     states, started, epochs_run = [], time.time(), 0
@@ -203,7 +324,7 @@ def train_fold(
             log(f"fold {fold}{f' instance {instance}' if instance else ''}: resuming from epoch {int(restored.epoch)}")
             state = restored
         before = int(state.epoch)
-        state = training.fit(state, train_groups, val_groups, steps, fold_config, manager, log=log, desc=f"fold {fold}")
+        state = training.fit(state, train_groups, stop_groups, steps, fold_config, manager, log=log, desc=f"fold {fold}")
         manager.close()
         epochs_run += int(state.epoch) - before
         states.append(state)
@@ -230,8 +351,8 @@ def train_folds_at_once(
     names = [f"fold {s.fold}" + (f" instance {i}" if seeds > 1 else "") for s, i in members]
     groups, models = batched_training.make_pool(
         data.grids, data.fixations, [functools.partial(centerbias_on_grid, s.template) for s, _ in members],
-        [s.train_idx for s, _ in members],
-        [s.val_idx for s, _ in members], config.cell, dtype=dtype,
+        [s.split.train for s, _ in members],
+        [s.split.stop for s, _ in members], config.cell, dtype=dtype,
     )
     states = batched_training.stack_states([initial_state(config, train_config, s, i) for s, i in members])
     manager = checkpoints.checkpoint_manager(run_dir / "checkpoints")
@@ -265,7 +386,9 @@ def batched_run_dir(workdir: Path, pending: Sequence[int], seeds: int) -> tuple[
     return workdir / "batched" / f"seeds{seeds}_folds_{'_'.join(map(str, pending))}", list(pending)
 
 
-FOLD_OUTPUTS = ("model.npz", "history.json", "heldout.npz")
+HELDOUT = "heldout.npz"
+HELDOUT_NO_CB = "heldout_no_cb.npz"
+FOLD_OUTPUTS = ("model.npz", "history.json", HELDOUT, HELDOUT_NO_CB)
 DONE_NAME = "done.json"
 
 
@@ -304,34 +427,69 @@ def fold_done(workdir: Path, fold: int) -> bool:
     return fold_problem(workdir, fold) is None
 
 
-def write_heldout(fold_dir: Path, index: Sequence[int], log_densities: Sequence[np.ndarray]) -> None:
-    """Writes ``fold_dir/heldout.npz`` atomically: image indices and their log densities on the density grid."""
+def done_outputs(workdir: Path, fold: int) -> tuple[str, ...]:
+    """The outputs whose digests the ``done.json`` of a finished fold holds."""
+    return tuple(json.loads((workdir / f"fold_{fold}" / DONE_NAME).read_text())["sha256"])
+
+
+def write_heldout(fold_dir: Path, index: Sequence[int], log_densities: Sequence[np.ndarray], name: str = HELDOUT) -> None:
+    """Writes ``fold_dir/<name>`` atomically: image indices and their log densities on the density grid."""
     fold_dir.mkdir(parents=True, exist_ok=True)
-    tmp = fold_dir / "heldout.tmp.npz"
+    tmp = fold_dir / f"{Path(name).stem}.tmp.npz"
     np.savez(tmp, index=np.asarray(index), **{f"image_{int(i)}": h for i, h in zip(index, log_densities)})
-    os.replace(tmp, fold_dir / "heldout.npz")
+    os.replace(tmp, fold_dir / name)
 
 
-def fold_heldout(workdir: Path, fold: int) -> dict[int, np.ndarray]:
-    """{image index: (H, W) held-out log density on the density grid} of one finished fold."""
-    with np.load(workdir / f"fold_{fold}" / "heldout.npz") as f:
+def fold_heldout(workdir: Path, fold: int, name: str = HELDOUT) -> dict[int, np.ndarray]:
+    """{image index: (H, W) held-out log density on the density grid} of one finished fold (``name``:
+    `HELDOUT` with the centre bias, `HELDOUT_NO_CB` with a uniform prior)."""
+    with np.load(workdir / f"fold_{fold}" / name) as f:
         return {int(i): f[f"image_{int(i)}"] for i in f["index"]}
 
 
-def load_heldout(workdir: Path, num_folds: int) -> dict[int, np.ndarray]:
+def load_heldout(workdir: Path, num_folds: int, name: str = HELDOUT) -> dict[int, np.ndarray]:
     """`fold_heldout` over all folds."""
-    return {i: grid for fold in range(num_folds) for i, grid in fold_heldout(workdir, fold).items()}
+    return {i: grid for fold in range(num_folds) for i, grid in fold_heldout(workdir, fold, name).items()}
+
+
+def has_no_centerbias(workdir: Path, num_folds: int) -> bool:
+    """Whether every (finished) fold has its held-out maps without centre bias (`HELDOUT_NO_CB`)."""
+    return all(HELDOUT_NO_CB in done_outputs(workdir, fold) for fold in range(num_folds))
+
+
+def load_heldout_no_centerbias(workdir: Path, num_folds: int) -> dict[int, np.ndarray] | None:
+    """The held-out log densities without centre bias of a finished run, or None for a run whose folds lack them."""
+    return load_heldout(workdir, num_folds, HELDOUT_NO_CB) if has_no_centerbias(workdir, num_folds) else None
 
 
 def read_setup(workdir: Path) -> dict:
-    """``workdir/setup.json``, with an error that says what to do when it is damaged."""
+    """``workdir/setup.json``, with an error that says what to do when it is damaged.
+
+    A setup written before the stopping choice existed gets ``"stopping": "heldout"``, the
+    protocol of those runs.
+    """
     path = workdir / "setup.json"
     try:
-        return json.loads(path.read_text())
+        setup = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(
             f"{path} is damaged ({exc}); restore it, or delete {workdir} (or use another --workdir) to start over"
         ) from exc
+    return {"stopping": UNRECORDED_STOPPING, **setup}
+
+
+def resolve_stopping(workdir: Path, stopping: Stopping | None) -> Stopping:
+    """The stopping choice of a run in ``workdir``: ``stopping`` if given, else the one recorded in its
+    ``setup.json``, else `DEFAULT_STOPPING`; a given choice that differs from the recorded one is an error."""
+    recorded = read_setup(workdir)["stopping"] if (workdir / "setup.json").is_file() else None
+    if stopping is None:
+        return recorded or DEFAULT_STOPPING
+    if recorded is not None and stopping != recorded:
+        raise ValueError(
+            f"{workdir} holds a run with stopping {recorded!r} (recorded in its setup.json), not {stopping!r}: "
+            f"resume it with --stopping {recorded} (stopping={recorded!r}), or use another --workdir"
+        )
+    return stopping
 
 
 def check_setup(workdir: Path, setup: dict, what: str = "crossvalidation run") -> None:
@@ -362,6 +520,7 @@ def run_crossvalidation(
     seeds: int = 1,
     at_once: bool = False,
     dtype: np.dtype | None = None,
+    stopping: Stopping | None = None,
 ) -> DeepGazeParams:
     """Trains every unfinished fold and returns the mixture of the fold models (also saved as ``mixture.npz``).
 
@@ -369,12 +528,17 @@ def run_crossvalidation(
     other (`train_fold`), or with ``at_once`` (L-BFGS only) all together by one vectorised
     program (`train_folds_at_once`; on a 2-core AVX2 CPU it is the slower of the two, see
     `batched_training`). ``dtype`` of the grids on device: default `batched_training.training_dtype`.
-    The mixture's centre bias is fitted on all fixations (for use on other datasets).
+    ``stopping``: the part each fold stops on (module docstring), default `resolve_stopping`
+    (the one recorded in ``workdir``, else "inner"). The mixture's centre bias is fitted on
+    all fixations (for use on other datasets).
     """
     if seeds > 1 and init is not None:
         raise ValueError("instances started from the same pretrained readout are identical: use seeds=1 with init")
     workdir = Path(workdir)
+    stopping = resolve_stopping(workdir, stopping)
+    check_stopping(stopping, num_folds)
     folds = fold_assignment(data.fixations.num_images, num_folds, seed)
+    splits = [fold_split(folds, k, num_folds, stopping) for k in range(num_folds)]
     check_setup(
         workdir,
         {
@@ -386,6 +550,7 @@ def run_crossvalidation(
             "num_images": data.fixations.num_images,
             "num_fixations": len(data.fixations),
             "init": None if init is None else "pretrained",
+            "stopping": stopping,
         },
     )
     dtype = batched_training.training_dtype() if dtype is None else np.dtype(dtype)
@@ -396,6 +561,9 @@ def run_crossvalidation(
         problem = fold_problem(workdir, fold)
         if problem is None:
             log(f"fold {fold}: done, skipping")
+            if HELDOUT_NO_CB not in done_outputs(workdir, fold):
+                log(f"fold {fold}: adding its held-out maps without centre bias ({HELDOUT_NO_CB}) from its model")
+                add_no_centerbias(workdir, splits[fold], data, config)
         else:
             if problem != "not finished":
                 log(f"fold {fold}: {problem}; training it again")
@@ -406,12 +574,12 @@ def run_crossvalidation(
         sums = input_pipeline.feature_sums(data.grids) if init is None else None
         if not at_once:
             for fold in pending:
-                setup = fold_setup(fold, folds, data, sums, init)
-                log(f"fold {fold}: training on {len(setup.train_idx)} images, stopping on {len(setup.val_idx)}")
+                setup = fold_setup(splits[fold], data, sums, init)
+                log(describe_split(splits[fold]))
                 train_fold(setup, data, config, train_config, workdir, seeds, dtype, log)
         else:
             run_dir, run_folds = batched_run_dir(workdir, pending, seeds)
-            setups = [fold_setup(fold, folds, data, sums, init) for fold in run_folds]
+            setups = [fold_setup(splits[fold], data, sums, init) for fold in run_folds]
             train_folds_at_once(setups, data, config, train_config, workdir, run_dir, pending, seeds, dtype, log)
     models = [load_model(workdir / f"fold_{k}" / "model.npz", backbone_weights={}) for k in range(num_folds)]
     template = fit_center_bias(data.fixations).template(CENTERBIAS_TEMPLATE_SIZE)
@@ -420,20 +588,49 @@ def run_crossvalidation(
     return combined
 
 
-ENSEMBLE_SHARED = ("num_folds", "seed", "num_images", "num_fixations")
+def describe_split(split: FoldSplit) -> str:
+    """The log line of a fold's split: image counts, and the part it stops on."""
+    return (f"fold {split.fold}: training on {len(split.train)} images, stopping on {len(split.stop)} "
+            f"(part {split.stop_part}), scoring {len(split.heldout)} (part {split.fold})")
 
 
-def ensemble_crossvalidation(member_workdirs: Sequence[str | os.PathLike], workdir: str | os.PathLike) -> dict:
+ENSEMBLE_SHARED = ("num_folds", "seed", "num_images", "num_fixations", "stopping")
+
+
+def ensemble_crossvalidation(
+    member_workdirs: Sequence[str | os.PathLike], workdir: str | os.PathLike, log: Callable[[str], None] = logger.info,
+) -> dict:
     """Averages, in probability, the held-out predictions of finished crossvalidation runs.
 
-    The runs (e.g. one per backbone) must share folds, seed and data, and the density grid
-    (``cell``), so that image i was held out by the same fold in each. Writes ``workdir``
-    as a crossvalidation working directory (``setup.json``, ``fold_<k>/heldout.npz``) that
+    The runs (e.g. one per backbone) must share folds, seed, data and stopping choice, and the
+    density grid (``cell``), so that image i was held out by the same fold in each. Writes
+    ``workdir`` as a crossvalidation working directory (``setup.json``, ``fold_<k>/heldout.npz``
+    and, when every run has them, the averaged ``heldout_no_cb.npz``) that
     `report.crossval_report` scores like a single run, and returns its setup.
     """
     members = [Path(w) for w in member_workdirs]
     if len(members) < 2:
         raise ValueError("an ensemble needs at least two crossvalidation runs")
+    setups = aligned_setups(members)
+    first, num_folds = setups[0], setups[0]["num_folds"]
+    setup = {**{k: first[k] for k in ENSEMBLE_SHARED}, "ensemble_of": [str(m) for m in members],
+             "model_configs": [s["model_config"] for s in setups]}
+    workdir = Path(workdir)
+    check_setup(workdir, setup)
+    names = (HELDOUT, HELDOUT_NO_CB) if all(has_no_centerbias(m, num_folds) for m in members) else (HELDOUT,)
+    if len(names) == 1:
+        log(f"some runs lack {HELDOUT_NO_CB} (finished before it existed): re-run their crossvalidation command "
+            "to add it (no retraining), then the ensemble, for the sAUC without centre bias")
+    for fold in range(num_folds):
+        for name in names:
+            write_fold_average(workdir, members, fold, name)
+        mark_done(workdir / f"fold_{fold}", names)
+    return setup
+
+
+def aligned_setups(members: Sequence[Path]) -> list[dict]:
+    """The setups of finished runs whose held-out predictions line up (same folds, seed, data, stopping
+    choice and density grid), or an error that says which differ or are unfinished."""
     setups = []
     for member in members:
         if not (member / "setup.json").is_file():
@@ -445,20 +642,44 @@ def ensemble_crossvalidation(member_workdirs: Sequence[str | os.PathLike], workd
         differ += [f"model_config.{k}" for k in ("cell", "long_side") if setup["model_config"][k] != first["model_config"][k]]
         if differ:
             raise ValueError(f"{member} and {members[0]} differ in {differ}: their held-out predictions do not line up")
-    num_folds = first["num_folds"]
-    unfinished = [f"{m}/fold_{k}" for m in members for k in range(num_folds) if not fold_done(m, k)]
+    unfinished = [f"{m}/fold_{k}" for m in members for k in range(first["num_folds"]) if not fold_done(m, k)]
     if unfinished:
         raise ValueError(f"unfinished folds {unfinished[:3]}{'...' if len(unfinished) > 3 else ''}: finish those runs first")
-    setup = {**{k: first[k] for k in ENSEMBLE_SHARED}, "ensemble_of": [str(m) for m in members],
+    return setups
+
+
+def select_folds(picks: Sequence[str | os.PathLike], workdir: str | os.PathLike) -> dict:
+    """A crossvalidation working directory whose fold k is fold k of the finished run ``picks[k]``.
+
+    The held-out maps (with and without centre bias) of each fold are copied from its pick, so
+    `report.crossval_report` scores the outcome of a per-fold choice (e.g. `experiments.model_search`:
+    each fold's pick made on its own stopping part). The runs must line up as for an ensemble and
+    have one pick per fold; returns the setup written.
+    """
+    picks = [Path(w) for w in picks]
+    distinct = list(dict.fromkeys(picks))
+    setups = aligned_setups(distinct)
+    first = setups[0]
+    if len(picks) != first["num_folds"]:
+        raise ValueError(f"{len(picks)} picks for {first['num_folds']} folds: give one run per fold")
+    names = (HELDOUT, HELDOUT_NO_CB) if all(has_no_centerbias(m, len(picks)) for m in distinct) else (HELDOUT,)
+    setup = {**{k: first[k] for k in ENSEMBLE_SHARED}, "picks": [str(m) for m in picks],
              "model_configs": [s["model_config"] for s in setups]}
     workdir = Path(workdir)
     check_setup(workdir, setup)
-    for fold in range(num_folds):
-        heldouts = [fold_heldout(m, fold) for m in members]
-        index = sorted(heldouts[0])
-        if any(sorted(h) != index for h in heldouts[1:]):
-            raise ValueError(f"fold {fold} holds out different images in {members}")
-        write_heldout(workdir / f"fold_{fold}", index,
-                      [log_mean_density([h[i] for h in heldouts], dtype=np.float32) for i in index])
-        mark_done(workdir / f"fold_{fold}", ("heldout.npz",))
+    for fold, pick in enumerate(picks):
+        for name in names:
+            heldout = fold_heldout(pick, fold, name)
+            write_heldout(workdir / f"fold_{fold}", sorted(heldout), [heldout[i] for i in sorted(heldout)], name)
+        mark_done(workdir / f"fold_{fold}", names)
     return setup
+
+
+def write_fold_average(workdir: Path, members: Sequence[Path], fold: int, name: str) -> None:
+    """Writes ``workdir/fold_<fold>/<name>``: the members' held-out maps ``name`` averaged in probability."""
+    heldouts = [fold_heldout(m, fold, name) for m in members]
+    index = sorted(heldouts[0])
+    if any(sorted(h) != index for h in heldouts[1:]):
+        raise ValueError(f"fold {fold} holds out different images in {members}")
+    write_heldout(workdir / f"fold_{fold}", index,
+                  [log_mean_density([h[i] for h in heldouts], dtype=np.float32) for i in index], name)

@@ -2,9 +2,10 @@
 
 The pipeline shared by ``deepgaze-jax train`` (any dataset) and the MIT1003 experiments:
 images to working space, frozen backbone grids from the feature cache, the readout trained
-fold by fold (`crossvalidation.run_crossvalidation`, resumable), the held-out predictions
-scored and drawn (`write_report`). Every figure of the report comes from images that the
-scoring model never saw.
+fold by fold (`crossvalidation.run_crossvalidation`, resumable; by default each fold stops
+on an inner part of its training parts), the held-out predictions scored and drawn
+(`write_report`). Every figure of the report comes from images that the scoring model never
+saw; the shuffled AUC is given with and without the centre bias.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from deepgaze_jax import crossvalidation
 from deepgaze_jax.data import datasets
 from deepgaze_jax.data.datasets import Dataset, Mode
 from deepgaze_jax.feature_cache import cached_feature_grids
+from deepgaze_jax.metrics import SAUC_NO_CENTERBIAS
 from deepgaze_jax.model import DeepGazeParams, ModelConfig, load_model
 from deepgaze_jax.training import TrainConfig
 
@@ -48,7 +50,9 @@ def write_report(
     """
     from deepgaze_jax import report as reports
 
-    report = reports.crossval_report(workdir, fixations, dataset.image_sizes, cell, num_folds, seed)
+    no_centerbias = crossvalidation.load_heldout_no_centerbias(workdir, num_folds)
+    report = reports.crossval_report(workdir, fixations, dataset.image_sizes, cell, num_folds, seed,
+                                     heldout_no_centerbias=no_centerbias)
     report.update(extra)
     sizes = datasets.working_sizes(dataset.image_sizes, mode=mode)
     report["figures"] = reports.write_figures(
@@ -57,10 +61,11 @@ def write_report(
     (workdir / "report.json").write_text(json.dumps(report, indent=1))
     (workdir / "report.md").write_text(reports.report_markdown(report, title))
     overall = report["overall"]
+    no_cb = f" (without centre bias {overall[SAUC_NO_CENTERBIAS]:.4f})" if SAUC_NO_CENTERBIAS in overall else ""
     logger.info(
-        f"held-out: LL {overall['ll_bits']:.3f} bits/fix, IG {overall['ig_bits']:.3f} bits/fix, "
-        f"IG explained {overall['ig_explained_pct']:.1f}%, AUC {overall['auc']:.4f}, sAUC {overall['sauc']:.4f}; "
-        f"report in {workdir / 'report.md'}"
+        f"held-out ({report['stopping']} stopping): LL {overall['ll_bits']:.3f} bits/fix, IG {overall['ig_bits']:.3f} "
+        f"bits/fix, IG explained {overall['ig_explained_pct']:.1f}%, AUC {overall['auc']:.4f}, "
+        f"sAUC {overall['sauc']:.4f}{no_cb}; report in {workdir / 'report.md'}"
     )
     return report
 
@@ -84,7 +89,8 @@ def crossvalidate_dataset(
 
     The mixture (`crossvalidation.run_crossvalidation`: the fold models averaged in
     probability, with a centre bias fitted on all fixations) is also ``workdir/mixture.npz``.
-    ``options`` go to `crossvalidation.run_crossvalidation` (``seeds``, ``at_once``, ``dtype``).
+    ``options`` go to `crossvalidation.run_crossvalidation` (``seeds``, ``at_once``, ``dtype``,
+    ``stopping``: "inner" or "heldout", default the workdir's recorded choice, else "inner").
     """
     if num_folds < 2 or num_folds > len(dataset):
         raise ValueError(f"--folds must be between 2 and the number of images ({len(dataset)}), got {num_folds}")

@@ -1,7 +1,7 @@
 """The finalizer (paper, section 2.2): blur, centre bias, softmax.
 
-Given the readout's saliency ``s`` on the density grid (cells of ``cell`` x
-``cell`` working pixels), the model's log density over cells is
+Given the readout's saliency ``s`` resized (bilinear) to the density grid (cells of
+``cell`` x ``cell`` working pixels), the model's log density over cells is
 
     log p = log_softmax( G_sigma * s  +  alpha * log c )          (paper, eq. 1)
 
@@ -49,8 +49,22 @@ def blur_matrix(size: int, sigma: jnp.ndarray, radius: int) -> jnp.ndarray:
 
 def blur(x: jnp.ndarray, sigma: jnp.ndarray, radius: int) -> jnp.ndarray:
     """Separable Gaussian blur of (B, H, W) maps (sigma in cells) as two small matmuls."""
-    rows = blur_matrix(x.shape[-2], sigma, radius)
-    cols = blur_matrix(x.shape[-1], sigma, radius)
+    return upsample_and_blur(x, x.shape[-2:], sigma, radius)
+
+
+def resize_matrix(size: int, source: int) -> jnp.ndarray:
+    """(size, source) matrix of `jax.image.resize`'s ``"linear"`` resampling along one axis
+    (the identity when ``size == source``)."""
+    return jax.image.resize(jnp.eye(source, dtype=jnp.float32), (size, source), "linear")
+
+
+def upsample_and_blur(x: jnp.ndarray, shape: tuple[int, int], sigma: jnp.ndarray, radius: int) -> jnp.ndarray:
+    """(B, h, w) maps resized (bilinear, `jax.image.resize`) to ``shape`` (H, W) and blurred (sigma in
+    cells of ``shape``), as two small matmuls: both steps are linear and separable, so each axis's
+    blur matrix is multiplied into its resize matrix first, and the (H, W) map before the blur never
+    exists (4-6x fewer multiply-adds than resizing, then blurring, for a 4x upsampling)."""
+    rows = blur_matrix(shape[0], sigma, radius) @ resize_matrix(shape[0], x.shape[-2])
+    cols = blur_matrix(shape[1], sigma, radius) @ resize_matrix(shape[1], x.shape[-1])
     return jnp.einsum("ih,bhw,jw->bij", rows, x, cols)
 
 
@@ -69,7 +83,11 @@ def expand_to_pixels(log_density: jnp.ndarray, cell: int) -> jnp.ndarray:
 
 
 class Finalizer(nn.Module):
-    """(B, H, W) saliency and log centre bias on the density grid -> (B, H, W) log density (nats)."""
+    """(B, h, w) saliency and (B, H, W) log centre bias on the density grid -> (B, H, W) log density (nats).
+
+    The saliency is resized to the density grid (bilinear) together with the blur
+    (`upsample_and_blur`); on the density grid already (h, w = H, W) it is only blurred.
+    """
 
     cell: int
     init_sigma: float = 16.0
@@ -81,5 +99,5 @@ class Finalizer(nn.Module):
         alpha = self.param("center_bias_weight", lambda _: jnp.asarray(1.0, jnp.float32))
         sigma_cells = jnp.clip(jnp.exp(log_sigma), 0.5, self.max_sigma) / self.cell
         radius = math.ceil(3 * self.max_sigma / self.cell)
-        smoothed = blur(saliency, sigma_cells, radius)
+        smoothed = upsample_and_blur(saliency, log_centerbias.shape[-2:], sigma_cells, radius)
         return log_softmax_2d(smoothed + alpha * log_centerbias)

@@ -27,7 +27,7 @@ from scipy.special import logsumexp
 from deepgaze_jax.centerbias import fit_bandwidth, images_by_size, uniform_log_density
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.densities import safe_log
-from deepgaze_jax.kde import blur_matrix, kernel_pairs
+from deepgaze_jax.kde import ImagePairs, image_pairs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,31 +47,40 @@ class GoldStandard:
     mean_loglik_nats: float
 
 
-def other_observers_kde(fixations: Fixations, bandwidth: float) -> np.ndarray:
+def observer_pairs(fixations: Fixations) -> list[tuple[ImagePairs, np.ndarray]]:
+    """Per image size: (`kde.ImagePairs` of each image's fixations on its pixel grid, (P,) bool: the pair
+    is of two different observers, i.e. b counts in a's KDE of the other observers)."""
+    rows, cols = fixations.pixel_indices()
+    subject = np.asarray(fixations.subject)
+    out = []
+    for (h, w), images in images_by_size(fixations).items():
+        pairs = image_pairs(images, rows, cols, (h, w))
+        same = ((subject[pairs.a] == subject[pairs.b]) & (subject[pairs.a] >= 0)) | (pairs.a == pairs.b)
+        out.append((pairs, ~same))
+    return out
+
+
+def other_observers_kde(fixations: Fixations, bandwidth: float, pairs=None) -> np.ndarray:
     """(N,) KDE probability at each fixation's pixel of the other observers' fixations on its image.
 
     ``bandwidth`` is a fraction of the longer image side. Fixations with unknown observer
     (subject -1) leave out only themselves. 0 where no other observer fixated the image.
+    ``pairs``: `observer_pairs` of ``fixations`` (computed when not given).
     """
-    rows_all, cols_all = fixations.pixel_indices()
-    out = np.zeros(len(fixations))
-    for (h, w), images in images_by_size(fixations).items():
-        sigma = bandwidth * max(h, w)
-        k_rows, k_cols = blur_matrix(h, sigma), blur_matrix(w, sigma)
-        for idx in images:
-            rows, cols, subject = rows_all[idx], cols_all[idx], fixations.subject[idx]
-            kernel = kernel_pairs(k_rows, k_cols, rows, cols, rows, cols)
-            own = (subject[:, None] == subject[None, :]) & (subject[:, None] >= 0) | np.eye(len(idx), dtype=bool)
-            others = len(idx) - own.sum(axis=1)
-            kde = (kernel.sum(axis=1) - (kernel * own).sum(axis=1)) / np.maximum(others, 1)
-            out[idx] = np.where(others > 0, np.maximum(kde, 0.0), 0.0)
-    return out
+    pairs = observer_pairs(fixations) if pairs is None else pairs
+    kde, others = np.zeros(len(fixations)), np.zeros(len(fixations))
+    for image_pairs_, other in pairs:
+        sigma = bandwidth * max(image_pairs_.shape)
+        kde += image_pairs_.sums(image_pairs_.kernel(sigma, sigma) * other, len(fixations))
+        others += image_pairs_.sums(other.astype(np.float64), len(fixations))
+    return np.where(others > 0, np.maximum(kde / np.maximum(others, 1), 0.0), 0.0)
 
 
-def _log_components(fixations: Fixations, centerbias_loglik: np.ndarray, bandwidth: float) -> np.ndarray:
+def _log_components(fixations: Fixations, centerbias_loglik: np.ndarray, bandwidth: float, pairs=None) -> np.ndarray:
     """(N, 3) log densities (nats per pixel) of the KDE, centre bias and uniform components."""
     return np.stack(
-        [safe_log(other_observers_kde(fixations, bandwidth)), centerbias_loglik, uniform_log_density(fixations)], axis=1
+        [safe_log(other_observers_kde(fixations, bandwidth, pairs)), centerbias_loglik, uniform_log_density(fixations)],
+        axis=1,
     )
 
 
@@ -90,7 +99,8 @@ def fit_gold_standard(
 ) -> GoldStandard:
     """Bandwidth and mixing weights maximising the gold standard's likelihood over the dataset."""
     centerbias_loglik = np.asarray(centerbias_loglik, dtype=np.float64)
+    pairs = observer_pairs(fixations)
     bandwidth, weights, mean_ll = fit_bandwidth(
-        lambda b: _log_components(fixations, centerbias_loglik, b), bandwidth_bounds
+        lambda b: _log_components(fixations, centerbias_loglik, b, pairs), bandwidth_bounds
     )
     return GoldStandard(bandwidth, *(float(w) for w in weights), mean_loglik_nats=mean_ll)

@@ -95,7 +95,6 @@ class SaliencyHead(nn.Module):
     @nn.compact
     def __call__(self, grid: jnp.ndarray, log_centerbias: jnp.ndarray) -> jnp.ndarray:
         saliency = Readout(self.config.readout_features, name="readout")(grid)
-        saliency = jax.image.resize(saliency, (saliency.shape[0], *log_centerbias.shape[-2:]), "linear")
         finalizer = Finalizer(
             cell=self.config.cell, init_sigma=self.config.init_sigma, max_sigma=self.config.max_sigma,
             name="finalizer",

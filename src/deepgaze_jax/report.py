@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from deepgaze_jax.baselines import fit_baselines
-from deepgaze_jax.crossvalidation import fold_assignment, load_heldout
+from deepgaze_jax.crossvalidation import fold_assignment, load_heldout, read_setup
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.finalizer import expand_to_pixels
 from deepgaze_jax.metrics import SAUC_NO_CENTERBIAS, evaluate_log_densities, sauc_no_centerbias
@@ -65,6 +65,7 @@ def crossval_report(
     density with the fold's centre bias). ``heldout_no_centerbias`` (image index -> held-out
     log density on the density grid computed with a uniform prior) adds the paper's
     benchmark-style ``sauc_no_centerbias``; without it that score is left out.
+    ``stopping`` is the run's stopping choice (`crossvalidation.resolve_stopping`).
     """
     workdir = Path(workdir)
     heldout = load_heldout(workdir, num_folds)
@@ -99,6 +100,7 @@ def crossval_report(
         },
         "centerbias_fit": {"bandwidth_rel": centerbias.bandwidth, "uniform_weight": centerbias.uniform_weight},
         "goldstandard_fit": dataclasses.asdict(baselines.gold),
+        "stopping": read_setup(workdir)["stopping"],
     }
 
 
@@ -113,7 +115,13 @@ def _sauc_no_centerbias(grids: Mapping[int, np.ndarray], fixations: Fixations, c
     return sauc_no_centerbias(lambda i: np.asarray(expand_to_pixels(grids[i], cell)), fixations, progress)
 
 
-HISTORY_KEYS = ("epochs", "best_epoch", "s_per_epoch", "train_s")
+HISTORY_KEYS = ("epochs", "best_epoch", "s_per_epoch", "train_s", "stopping_part", "stopping_nll_bits")
+STOPPING_NOTES = {
+    "inner": "Each fold k stopped on part (k + 1) mod folds, one of its training parts, and trained on the "
+             "others; the scored part k took no part in training, stopping or its centre bias.",
+    "heldout": "Each fold k stopped on its scored part k itself (the old protocol): these held-out figures are "
+               "slightly optimistic.",
+}
 
 
 def _history(workdir: Path, fold: int) -> dict:
@@ -159,7 +167,7 @@ def report_markdown(report: dict, title: str) -> str:
         cols, head = cols + (SAUC_NO_CENTERBIAS,), head + " sAUC without centre bias |"
     lines = [f"# {title}", "", "LL: bits/fixation over uniform; IG: over the leave-one-image-out centre bias; "
              "sAUC of the density with the centre bias (without it: the paper's Table 1 convention).", "",
-             head, "|" + "---|" * (len(cols) + 1)]
+             STOPPING_NOTES[report["stopping"]], "", head, "|" + "---|" * (len(cols) + 1)]
 
     def row(name, s):
         cells = [str(s[c]) if c == "num_images" else f"{s[c]:.3f}" if c != "ig_explained_pct" else f"{s[c]:.1f}" for c in cols]
@@ -171,9 +179,19 @@ def report_markdown(report: dict, title: str) -> str:
     for k, s in enumerate(report["folds"]):
         lines.append(row(f"fold {k}", s))
     if all("epochs" in s for s in report["folds"]):
-        lines += ["", "| fold | epochs | best epoch | s/epoch | train s |", "|---|---|---|---|---|"]
-        for k, s in enumerate(report["folds"]):
-            lines.append(f"| {k} | {s['epochs']} | {s['best_epoch']} | {s['s_per_epoch']:.2f} | {s['train_s']:.0f} |")
+        lines += fold_training_table(report["folds"])
     for figure in report.get("figures", []):
         lines += ["", f"![{figure['caption']}]({figure['file']})"]
     return "\n".join(lines) + "\n"
+
+
+def fold_training_table(folds: list[dict]) -> list[str]:
+    """Markdown lines of the folds' training: epochs, best epoch, timings, and (when recorded) the stopping
+    part and the fold model's NLL on it (bits/fixation)."""
+    stopping = all("stopping_nll_bits" in s for s in folds)
+    extra = " stopping part | stopping-set NLL (bits/fix) |" if stopping else ""
+    lines = ["", "| fold | epochs | best epoch | s/epoch | train s |" + extra, "|---|---|---|---|---|" + "---|" * (2 * stopping)]
+    for k, s in enumerate(folds):
+        row = f"| {k} | {s['epochs']} | {s['best_epoch']} | {s['s_per_epoch']:.2f} | {s['train_s']:.0f} |"
+        lines.append(row + (f" {s['stopping_part']} | {s['stopping_nll_bits']:.3f} |" if stopping else ""))
+    return lines

@@ -2,9 +2,10 @@
 
 Trains the readout (and blur, centre-bias weight) on any eye-tracking dataset in a format
 `data.formats.load_fixations` reads (NUS ``.mat``, CSV/TSV, pysaliency HDF5), by the
-paper's protocol: ``--folds`` crossvalidation, every image scored by the fold model that
-never saw it. Writes ``--out`` (the fold models as one mixture, with a centre bias fitted
-on all fixations: `predict`, `evaluate`, `plot`, `serve` and `export` take it) and, in the
+paper's protocol: ``--folds`` crossvalidation (at least 3), every image scored by the fold
+model that never saw it, each fold stopped on another of its training parts (``--stopping``).
+Writes ``--out`` (the fold models as one mixture, with a centre bias fitted on all
+fixations: `predict`, `evaluate`, `plot`, `serve` and `export` take it) and, in the
 work directory, the crossvalidation report (``report.md``, ``report.json``, figures).
 Re-running the same command resumes: finished folds are skipped, the current one continues
 from its last checkpoint. ``--init default`` fine-tunes the bundled model (the paper's
@@ -20,9 +21,9 @@ import sys
 from pathlib import Path
 
 from deepgaze_jax.backbones import BACKBONES
+from deepgaze_jax.crossvalidation import STOPPING, STOPPING_HELP
 from deepgaze_jax.readout import READOUTS
 from deepgaze_jax.training import TrainConfig
-
 
 
 def add_parser(subparsers) -> None:
@@ -36,6 +37,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--fold-seed", type=int, default=0, help="seed of the split of images into folds")
     p.add_argument("--init-seed", type=int, default=0, help="seed of the readout initialisation")
     p.add_argument("--seeds", type=int, default=1, help="readout instances per fold (averaged in probability)")
+    p.add_argument("--stopping", choices=STOPPING, default=None, help=STOPPING_HELP)
     p.add_argument("--init", default=None, help="'default' (fine-tune the bundled model) or a model .npz")
     p.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
     p.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay, help="L2 on readout weights")
@@ -68,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         crossvalidate_dataset(
             dataset, config, train_config, workdir, args.cache_dir, title, num_folds=args.folds,
             fold_seed=args.fold_seed, init=init, mode="aspect", command=command, seeds=args.seeds,
+            stopping=args.stopping,
         )
     except (ValueError, OSError, WeightsError) as exc:
         print(f"deepgaze-jax train: {exc}", file=sys.stderr)

@@ -79,10 +79,13 @@ class TrainConfig:
     lookback: int = 5
     window: int = 3
     seed: int = 0
+    line_search: str = "zoom"
 
     def __post_init__(self):
         if self.optimizer not in ("lbfgs", "adam"):
             raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {self.optimizer!r}")
+        if self.line_search not in ("zoom", "backtracking"):
+            raise ValueError(f"line_search must be 'zoom' or 'backtracking', got {self.line_search!r}")
 
 
 # ----------------------------------------------------------------------------- state
@@ -120,6 +123,9 @@ class TrainState:
 
 def make_optimizer(train_config: TrainConfig) -> optax.GradientTransformationExtraArgs:
     """L-BFGS with a zoom line search, or Adam."""
+    if train_config.optimizer == "lbfgs" and train_config.line_search == "backtracking":
+        search = optax.scale_by_backtracking_linesearch(max_backtracking_steps=30, store_grad=True)
+        return optax.lbfgs(memory_size=train_config.lbfgs_memory, linesearch=search)
     if train_config.optimizer == "lbfgs":
         return optax.lbfgs(memory_size=train_config.lbfgs_memory)
     return optax.adam(train_config.learning_rate)
