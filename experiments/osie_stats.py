@@ -39,7 +39,7 @@ from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.data.mouse_fixations import PseudoFixationConfig, trajectory_starts
 from deepgaze_jax.goldstandard import fit_gold_standard, gold_standard_loglik
 from deepgaze_jax.densities import safe_log
-from deepgaze_jax.kde import blur_matrix, kernel_pairs
+from deepgaze_jax.kde import blur_matrix
 from deepgaze_jax.metrics import bits_over_uniform, per_image_means
 
 STEP_EDGES_PX = np.geomspace(1.0, 1024.0, 21)  # 2 bins per octave
@@ -101,7 +101,8 @@ def mouse_kde_at(eye: Fixations, mouse: Fixations, bandwidth: float) -> np.ndarr
     """(N_eye,) KDE probability, at each eye fixation's pixel, of the mouse fixations on the same image.
 
     The KDE is `kde.kde_grid`'s (std ``bandwidth`` times the longer side, reflecting
-    borders) evaluated with `metrics.kernel_pairs`; 0 on images without mouse fixations.
+    borders) evaluated at the eye fixations' cells from its `kde.blur_matrix` kernels; 0 on images without
+    mouse fixations.
     """
     rows_e, cols_e = eye.pixel_indices()
     rows_m, cols_m = mouse.pixel_indices()
@@ -112,7 +113,8 @@ def mouse_kde_at(eye: Fixations, mouse: Fixations, bandwidth: float) -> np.ndarr
         for idx in groups:
             m = by_image[eye.n[idx[0]]]
             if len(m):
-                out[idx] = kernel_pairs(k_rows, k_cols, rows_e[idx], cols_e[idx], rows_m[m], cols_m[m]).mean(axis=1)
+                kernel = k_rows[np.ix_(rows_e[idx], rows_m[m])] * k_cols[np.ix_(cols_e[idx], cols_m[m])]
+                out[idx] = kernel.mean(axis=1)
     return out
 
 
