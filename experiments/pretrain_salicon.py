@@ -12,31 +12,25 @@ rescaled with them) so that the backbone's grids align. The readout starts from 
 random init and is trained on all SALICON images (train and validation splits),
 each dataset with its own maximum-likelihood centre bias; the stopping rule is
 evaluated on all of MIT1003. The SALICON grids stay float16 on device (15,000
-grids of 16 x 20 x 432: 4 GB). Resumable from the checkpoints in ``--workdir``.
+grids of 16 x 20 x 432: 4 GB). Training, outputs and resuming: `experiments.pretraining`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from deepgaze_jax import images as image_ops
-from deepgaze_jax import checkpoints, input_pipeline, training
-from deepgaze_jax.centerbias import fit_center_bias
-from deepgaze_jax.crossvalidation import CENTERBIAS_TEMPLATE_SIZE, centerbias_grids
 from deepgaze_jax.data import datasets, mit1003
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.data.tfds_builders import prepare
 from deepgaze_jax.feature_cache import cached_feature_grids
-from deepgaze_jax.model import save_head
-from experiments import configs
+from experiments import configs, pretraining
 
 log = logging.getLogger("pretrain_salicon").info
 
@@ -73,7 +67,6 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--workdir", type=Path, default=Path("runs/pretrain_salicon"))
     args = configs.parse_args(parser, argv)
     configs.start(args)
-    started = time.time()
     config = configs.model_config(args.backbone, args.readout)
     train_config = configs.train_config(args)
 
@@ -89,30 +82,10 @@ def main(argv: list[str] | None = None) -> Path:
     mit_grids = cached_feature_grids(mit_images, config, weights, args.cache_dir)
     del salicon_images, mit_images
 
-    salicon_template = fit_center_bias(salicon_fixations).template(CENTERBIAS_TEMPLATE_SIZE)
-    mit_template = fit_center_bias(mit_fixations).template(CENTERBIAS_TEMPLATE_SIZE)
-    train_groups = input_pipeline.make_groups(
-        salicon_grids, centerbias_grids(salicon_template, salicon_fixations, config.cell), salicon_fixations,
-        range(len(salicon_grids)), config.cell, dtype=np.float16,
-    )
-    stop_groups = input_pipeline.make_groups(
-        mit_grids, centerbias_grids(mit_template, mit_fixations, config.cell), mit_fixations,
-        range(len(mit_grids)), config.cell,
-    )
-    stats = input_pipeline.feature_stats(salicon_grids, range(len(salicon_grids)))
-    state = training.create_train_state(config, train_config, stats)
-    manager = checkpoints.checkpoint_manager(args.workdir / "checkpoints")
-    state = checkpoints.restore_checkpoint(manager, state) or state
-    state = training.fit(state, train_groups, stop_groups, training.make_steps(config, train_config), train_config,
-                         manager, log=log, desc="SALICON")
-    manager.close()
-
-    path = args.workdir / "model.npz"
-    save_head(config, state.head_variables(), salicon_template, path)
-    history = json.loads(training.history_json(state)) | {"total_s": time.time() - started}
-    (args.workdir / "history.json").write_text(json.dumps(history, indent=1))
-    log(f"pretrained readout (best epoch {int(state.best_epoch)}, MIT1003 NLL "
-        f"{float(state.val_loss[int(state.best_epoch)]):.4f} nats/fix) saved to {path}")
+    train = pretraining.make_part(salicon_grids, salicon_fixations, dtype=np.float16)
+    stop = pretraining.make_part(mit_grids, mit_fixations)
+    path, _ = pretraining.pretrain(train, stop, config, train_config, args.workdir, {"dataset": f"salicon/{args.edition}"},
+                                   log, "SALICON", "MIT1003")
     return path
 
 

@@ -1,5 +1,11 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by several test modules, and XLA's compilation cache for the whole session."""
 
+import atexit
+import os
+import shutil
+import tempfile
+
+import jax
 import numpy as np
 import pytest
 import scipy.io
@@ -7,9 +13,32 @@ from PIL import Image
 
 from deepgaze_jax import crossvalidation as cv
 from deepgaze_jax.training import TrainConfig
-from synthetic import CONFIG, NUS_SIZES, make_data
+from synthetic import CONFIG, CV_SEED, NUS_SIZES, make_data
 
 FINISHED_TRAIN = TrainConfig(max_epochs=3)
+
+
+def use_compilation_cache() -> str:
+    """Points JAX's persistent compilation cache at a fresh directory (removed at exit), or at
+    ``$JAX_COMPILATION_CACHE_DIR`` when set (to keep a warm cache between runs), and returns it.
+
+    Every `training.make_steps` jits fresh closures, so the folds, reruns and CLI runs of the suite
+    compile the same L-BFGS programs again and again (tens of seconds each on 2 cores); the cache,
+    keyed by the compiled program, compiles each once. Subprocesses inherit it through the environment.
+    """
+    directory = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    if not directory:
+        directory = tempfile.mkdtemp(prefix="deepgaze-jax-test-xla-cache-")
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = directory
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+    return directory
+
+
+use_compilation_cache()
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +47,8 @@ def finished(tmp_path_factory):
     grids, _, fixations = make_data(num_images=12)
     workdir = tmp_path_factory.mktemp("cv")
     data = cv.FoldData(grids, fixations)
-    combined = cv.run_crossvalidation(data, CONFIG, FINISHED_TRAIN, workdir, num_folds=3, seed=0, log=lambda _: None)
+    combined = cv.run_crossvalidation(data, CONFIG, FINISHED_TRAIN, workdir, num_folds=3, seed=CV_SEED,
+                                       log=lambda _: None)
     return data, workdir, combined
 
 

@@ -504,14 +504,14 @@ def resolve_stopping(workdir: Path, stopping: Stopping | None) -> Stopping:
     return stopping
 
 
-def check_setup(workdir: Path, setup: dict) -> None:
-    """Writes ``setup.json``, or checks that an existing one matches (resuming a different run is an error)."""
+def check_setup(workdir: Path, setup: dict, what: str = "crossvalidation run") -> None:
+    """Writes ``setup.json``, or checks that an existing one matches (resuming a different ``what`` is an error)."""
     path = workdir / "setup.json"
     text = json.dumps(setup, indent=1, sort_keys=True)
     if path.is_file():
         if read_setup(workdir) != json.loads(text):
             raise ValueError(
-                f"{workdir} holds a different crossvalidation run ({path}); use another --workdir or delete it"
+                f"{workdir} holds a different {what} ({path}); use another --workdir or delete it"
             )
         return
     workdir.mkdir(parents=True, exist_ok=True)
