@@ -4,8 +4,9 @@
     python -m experiments.crossval_mit1003 --init runs/pretrain_salicon/model.npz
     python -m experiments.crossval_mit1003 --backbone efficientnet_lite0 --no-pretrain --seeds 3
 
-The folds (x ``--seeds`` readout instances) are trained one after the other;
-``--at-once`` trains them all together in one vectorised program. ``--stopping inner``
+The folds (x ``--seeds`` readout instances) are trained all together in one vectorised
+program (`batched_training`) where the optimiser allows it (L-BFGS with the Wolfe line
+search, the default), else, or with ``--fold-by-fold``, one after the other. ``--stopping inner``
 (the default for a new workdir) stops fold k on part k + 1 of its training parts, never on
 the scored part k; ``--stopping heldout`` is the old protocol (stop on part k), for the
 figures published with it. A workdir resumes with the choice recorded in its setup.json.
@@ -41,8 +42,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=None, help="default: the config's, else runs/crossval")
     parser.add_argument("--folds", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=1, help="readout instances per fold (averaged in probability)")
-    parser.add_argument("--at-once", action="store_true",
-                        help="train all folds x seeds at once in one vectorised program (L-BFGS only; slower on AVX2 CPUs)")
+    parser.add_argument("--fold-by-fold", action="store_true",
+                        help="train the folds one after the other (default: all folds x seeds at once in one vectorised "
+                             "program, wherever the optimiser allows: L-BFGS with the Wolfe line search)")
     configs.add_stopping_arg(parser)
     args = configs.parse_args(parser, argv)
     if args.config is None and not (args.no_pretrain or args.init):
@@ -66,10 +68,13 @@ def main(argv: list[str] | None = None) -> dict:
     command = vars(args) | {"workdir": str(args.workdir), "cache_dir": str(args.cache_dir),
                             "init": None if args.init is None else str(args.init),
                             "data_dir": None if args.data_dir is None else str(args.data_dir)}
+    train_config = configs.train_config(args)
+    at_once = not args.fold_by_fold and train_config.optimizer == "lbfgs" and train_config.line_search == "wolfe"
+    log(f"training {'all folds at once' if at_once else 'fold by fold'}")
     _, report = crossvalidate_dataset(
-        mit1003.mit1003(args.data_dir), config, configs.train_config(args), args.workdir, args.cache_dir, title,
+        mit1003.mit1003(args.data_dir), config, train_config, args.workdir, args.cache_dir, title,
         num_folds=args.folds, fold_seed=args.fold_seed, init=init, command=command, log=log,
-        seeds=args.seeds, at_once=args.at_once, stopping=args.stopping,
+        seeds=args.seeds, at_once=at_once, stopping=args.stopping,
     )
     return report
 

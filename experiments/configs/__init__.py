@@ -113,7 +113,7 @@ def add_model_and_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="Adam only: images per step")
     parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay, help="L2 on readout weights")
     parser.add_argument("--line-search", default=TrainConfig.line_search, choices=LINE_SEARCHES,
-                        help="L-BFGS line search: wolfe (default; needed by --at-once) or zoom (optax.lbfgs, the earlier runs)")
+                        help="L-BFGS line search: wolfe (default; lets the folds train at once) or zoom (optax.lbfgs, the earlier runs)")
     parser.add_argument("--seed", type=int, default=None, help="sets both --fold-seed and --init-seed (default 0)")
     parser.add_argument("--fold-seed", type=int, default=None, help="seed of the split into folds (default 0)")
     parser.add_argument("--init-seed", type=int, default=None, help="seed of the readout initialisation (default 0)")

@@ -538,8 +538,8 @@ def run_crossvalidation(
 
     Each fold has ``seeds`` readout instances (averaged in probability), trained one after the
     other (`train_fold`), or with ``at_once`` (L-BFGS only) all together by one vectorised
-    program (`train_folds_at_once`; on a 2-core AVX2 CPU it is the slower of the two, see
-    `batched_training`). ``dtype`` of the grids on device: default `batched_training.training_dtype`.
+    program (`train_folds_at_once`; about twice as fast on a 2-core AVX2 CPU, `docs/benchmarks.md`).
+    ``dtype`` of the grids on device: default `batched_training.training_dtype`.
     ``stopping``: the part each fold stops on (module docstring), default `resolve_stopping`
     (the one recorded in ``workdir``, else "inner"). The mixture's centre bias is fitted on
     all fixations (for use on other datasets).
