@@ -140,14 +140,14 @@ def test_ensemble_of_runs_averages_heldout_in_probability(finished, tmp_path):
 def test_ensemble_averages_the_maps_without_centerbias_when_every_run_has_them(finished, tmp_path):
     data, workdir, _ = finished
     other = tmp_path / "other"
-    cv.run_crossvalidation(data, CONFIG, TrainConfig(max_epochs=3, seed=7), other, num_folds=3, seed=0, log=lambda _: None)
+    cv.run_crossvalidation(data, CONFIG, TrainConfig(max_epochs=3, seed=7), other, num_folds=3, seed=CV_SEED, log=lambda _: None)
     cv.ensemble_crossvalidation([workdir, other], tmp_path / "ensemble")
     members = [cv.load_heldout_no_centerbias(w, 3) for w in (workdir, other)]
     ensemble = cv.load_heldout_no_centerbias(tmp_path / "ensemble", 3)
     for i, got in ensemble.items():
         np.testing.assert_allclose(got, np.logaddexp(members[0][i], members[1][i]) - np.log(2), atol=1e-5)
     original = np.tile([768, 1024], (12, 1))
-    report = crossval_report(tmp_path / "ensemble", data.fixations, original, CONFIG.cell, 3, 0, progress=False,
+    report = crossval_report(tmp_path / "ensemble", data.fixations, original, CONFIG.cell, 3, CV_SEED, progress=False,
                              heldout_no_centerbias=ensemble)
     assert 0.0 <= report["overall"]["sauc_no_centerbias"] <= 1.0 and report["stopping"] == "inner"
     assert "sAUC without centre bias" in report_markdown(report, "ensemble")
@@ -270,7 +270,7 @@ def test_inner_stopping_needs_three_folds_and_a_known_choice(tmp_path):
 
 def test_heldout_maps_without_centerbias_are_the_fold_models_with_a_uniform_prior(finished):
     data, workdir, _ = finished
-    folds = cv.fold_assignment(12, 3, 0)
+    folds = cv.fold_assignment(12, 3, CV_SEED)
     with_cb, without = cv.load_heldout(workdir, 3), cv.load_heldout_no_centerbias(workdir, 3)
     assert sorted(without) == list(range(12))
     for k in range(3):
