@@ -112,10 +112,7 @@ def pretrain(
     stats = input_pipeline.feature_stats(train.grids, range(len(train.grids)))
     state = training.create_train_state(config, train_config, stats)
     manager = checkpoints.checkpoint_manager(workdir / "checkpoints")
-    restored = checkpoints.restore_checkpoint(manager, state)
-    if restored is not None:
-        log(f"{desc}: resuming from epoch {int(restored.epoch)}")
-        state = restored
+    state = checkpoints.resume(manager, state, desc, log)
     log(f"{desc}: training on {len(train.grids)} images, stopping on {len(stop.grids)} ({stop_name})")
     state = training.fit(state, train_groups, stop_groups, training.make_steps(config, train_config), train_config,
                          manager, log=log, desc=desc)

@@ -68,3 +68,18 @@ def test_a_corrupt_latest_step_is_quarantined_so_the_run_can_go_on(tmp_path, dat
     quarantined = list((tmp_path / "ckpt.quarantine").iterdir())
     assert len(quarantined) == 1 and quarantined[0].name.startswith("3-")
     assert any("moved it to" in r.getMessage() and "ckpt.quarantine" in r.getMessage() for r in caplog.records)
+
+
+def test_resume_restores_the_latest_step_and_says_so_or_keeps_a_fresh_state(tmp_path, data):
+    *_, stats, train, val = data
+    cfg = T.TrainConfig(max_epochs=2)
+    fresh, lines = T.create_train_state(CONFIG, cfg, stats), []
+    manager = C.checkpoint_manager(tmp_path / "ckpt")
+    assert C.resume(manager, fresh, "run", lines.append) is fresh and lines == []
+    trained = T.fit(fresh, train, val, T.make_steps(CONFIG, cfg), cfg, manager=manager, log=lambda _: None)
+    manager.wait_until_finished()
+    restored = C.resume(manager, T.create_train_state(CONFIG, cfg, stats), "run", lines.append)
+    assert int(restored.epoch) == int(trained.epoch) == 2 and lines == ["run: resuming from epoch 2"]
+    for a, b in zip(jax.tree_util.tree_leaves(restored.params), jax.tree_util.tree_leaves(trained.params)):
+        assert jnp.array_equal(a, b)
+    manager.close()

@@ -1,22 +1,15 @@
-"""EfficientNet-Lite1, paper readout, no pretraining, the honest protocol: each fold stops on one of
-its training parts (`stopping="inner"`), never on the part it is scored on; Wolfe line search.
+"""EfficientNet-Lite1, otherwise `lite0_inner`'s honest protocol (inner stopping, Wolfe line search).
 
     python -m experiments.crossval_mit1003 --config lite1_inner
-
-Hyperparameters are the defaults of `TrainConfig` and `ModelConfig` (weight decay 0.01, the
-backbone's default taps, 512-pixel working long side), none chosen on these runs' scores.
 """
 
+import dataclasses
 from pathlib import Path
 
-from deepgaze_jax.training import TrainConfig
-from experiments.configs import Experiment, model_config
+from experiments.configs import Experiment, get, model_config
 
 
 def get_config() -> Experiment:
-    return Experiment(
-        model=model_config("efficientnet_lite1", "paper"),
-        training=TrainConfig(),
-        workdir=Path("runs/crossval_lite1_inner"),
-        stopping="inner",
+    return dataclasses.replace(
+        get("lite0_inner"), model=model_config("efficientnet_lite1", "paper"), workdir=Path("runs/crossval_lite1_inner")
     )

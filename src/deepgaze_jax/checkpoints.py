@@ -15,6 +15,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import jax
 import numpy as np
@@ -62,6 +63,16 @@ def quarantine_step(manager: ocp.CheckpointManager, step: int) -> Path:
     shutil.move(str(directory / str(step)), str(target))
     manager.reload()
     return target
+
+
+def resume(manager: ocp.CheckpointManager, state, name: str, log: Callable[[str], None]):
+    """``state`` restored from ``manager``'s latest verified checkpoint (`restore_checkpoint`), with a log
+    line naming ``name`` and the epoch, or ``state`` itself when there is none."""
+    restored = restore_checkpoint(manager, state)
+    if restored is None:
+        return state
+    log(f"{name}: resuming from epoch {int(np.max(np.asarray(restored.epoch)))}")
+    return restored
 
 
 def restore_checkpoint(manager: ocp.CheckpointManager, template):

@@ -328,10 +328,7 @@ def train_fold(
     for instance in range(seeds):
         state = initial_state(config, train_config, setup, instance)
         manager = checkpoints.checkpoint_manager(fold_dir / ("checkpoints" if instance == 0 else f"checkpoints_{instance}"))
-        restored = checkpoints.restore_checkpoint(manager, state)
-        if restored is not None:
-            log(f"fold {fold}{f' instance {instance}' if instance else ''}: resuming from epoch {int(restored.epoch)}")
-            state = restored
+        state = checkpoints.resume(manager, state, f"fold {fold}{f' instance {instance}' if instance else ''}", log)
         before = int(state.epoch)
         state = training.fit(state, train_groups, stop_groups, steps, fold_config, manager, log=log, desc=f"fold {fold}")
         manager.close()
@@ -365,10 +362,7 @@ def train_folds_at_once(
     )
     states = batched_training.stack_states([initial_state(config, train_config, s, i) for s, i in members])
     manager = checkpoints.checkpoint_manager(run_dir / "checkpoints")
-    restored = checkpoints.restore_checkpoint(manager, states)
-    if restored is not None:
-        log(f"{run_dir.name}: resuming from epoch {int(np.max(np.asarray(restored.epoch)))}")
-        states = restored
+    states = checkpoints.resume(manager, states, run_dir.name, log)
     log(f"training {len(members)} readouts at once: {', '.join(names)}")
     started, before = time.time(), int(np.max(np.asarray(states.epoch)))
     steps = batched_training.make_batched_steps(config, train_config)
