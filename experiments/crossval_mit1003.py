@@ -24,6 +24,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from deepgaze_jax import batched_training
 from deepgaze_jax.data import mit1003
 from deepgaze_jax.dataset_training import crossvalidate_dataset, load_init
 from experiments import configs
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
                             "init": None if args.init is None else str(args.init),
                             "data_dir": None if args.data_dir is None else str(args.data_dir)}
     train_config = configs.train_config(args)
-    at_once = not args.fold_by_fold and train_config.optimizer == "lbfgs" and train_config.line_search == "wolfe"
+    at_once = not args.fold_by_fold and batched_training.trainable_at_once(train_config)
     log(f"training {'all folds at once' if at_once else 'fold by fold'}")
     _, report = crossvalidate_dataset(
         mit1003.mit1003(args.data_dir), config, train_config, args.workdir, args.cache_dir, title,

@@ -256,11 +256,22 @@ class BatchedSteps:
         return jax.tree_util.tree_map(lambda x: jax.device_put(np.asarray(x), replicated), states)
 
 
+def trainable_at_once(train_config: TrainConfig) -> bool:
+    """Whether ``train_config``'s optimiser can train K models at once: L-BFGS with the Wolfe line search."""
+    return train_config.optimizer == "lbfgs" and train_config.line_search == "wolfe"
+
+
+def check_trainable_at_once(train_config: TrainConfig) -> None:
+    """Raises ``ValueError`` saying what to do unless `trainable_at_once`."""
+    if not trainable_at_once(train_config):
+        raise ValueError("training many readouts at once needs L-BFGS with the Wolfe line search "
+                         "(optimizer='lbfgs', line_search='wolfe'); train fold by fold (--fold-by-fold) for Adam or "
+                         "the zoom line search")
+
+
 def make_batched_steps(config: ModelConfig, train_config: TrainConfig, mesh: Mesh | None = None) -> BatchedSteps:
     """Jitted functions training K models with L-BFGS on ``mesh`` (default: all devices)."""
-    if train_config.optimizer != "lbfgs" or train_config.line_search != "wolfe":
-        raise ValueError("training many readouts at once needs L-BFGS with the Wolfe line search "
-                         "(optimizer='lbfgs', line_search='wolfe'); train fold by fold for Adam or the zoom line search")
+    check_trainable_at_once(train_config)
     mesh = data_mesh() if mesh is None else mesh
     loss = make_model_loss(config, mesh)
     tx = make_optimizer(train_config, has_aux=True)

@@ -560,8 +560,8 @@ def run_crossvalidation(
         },
     )
     dtype = batched_training.training_dtype() if dtype is None else np.dtype(dtype)
-    if train_config.optimizer != "lbfgs" and at_once:
-        raise ValueError("training all folds at once needs L-BFGS; drop at_once (--at-once) for Adam")
+    if at_once:
+        batched_training.check_trainable_at_once(train_config)
     pending = []
     for fold in range(num_folds):
         problem = fold_problem(workdir, fold)

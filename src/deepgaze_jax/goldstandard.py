@@ -47,20 +47,34 @@ class GoldStandard:
     mean_loglik_nats: float
 
 
-def observer_pairs(fixations: Fixations) -> list[tuple[ImagePairs, np.ndarray]]:
-    """Per chunk of `kde.ImagePairs` of each image's fixations on its pixel grid: (the pairs, (P,) bool:
-    the pair is of two different observers, i.e. b counts in a's KDE of the other observers)."""
+@dataclasses.dataclass(frozen=True)
+class ObserverPairs:
+    """What `other_observers_kde` needs at every bandwidth, built once per fixation set.
+
+    Attributes:
+      chunks: per chunk of `kde.ImagePairs` of each image's fixations on its pixel grid, (the pairs,
+        (P,) bool: the pair is of two different observers, i.e. b counts in a's KDE of the others).
+      others: (N,) float64 number of other observers' fixations on each fixation's image.
+    """
+
+    chunks: list[tuple[ImagePairs, np.ndarray]]
+    others: np.ndarray
+
+
+def observer_pairs(fixations: Fixations) -> ObserverPairs:
+    """The `ObserverPairs` of ``fixations``."""
     rows, cols = fixations.pixel_indices()
     subject = np.asarray(fixations.subject)
-    out = []
+    chunks = []
     for (h, w), images in images_by_size(fixations).items():
         for pairs in image_pairs(images, rows, cols, (h, w)):
             same = ((subject[pairs.a] == subject[pairs.b]) & (subject[pairs.a] >= 0)) | (pairs.a == pairs.b)
-            out.append((pairs, ~same))
-    return out
+            chunks.append((pairs, ~same))
+    others = sum((p.sums(other.astype(np.float64), len(fixations)) for p, other in chunks), np.zeros(len(fixations)))
+    return ObserverPairs(chunks, others)
 
 
-def other_observers_kde(fixations: Fixations, bandwidth: float, pairs=None) -> np.ndarray:
+def other_observers_kde(fixations: Fixations, bandwidth: float, pairs: ObserverPairs | None = None) -> np.ndarray:
     """(N,) KDE probability at each fixation's pixel of the other observers' fixations on its image.
 
     ``bandwidth`` is a fraction of the longer image side. Fixations with unknown observer
@@ -68,12 +82,11 @@ def other_observers_kde(fixations: Fixations, bandwidth: float, pairs=None) -> n
     ``pairs``: `observer_pairs` of ``fixations`` (computed when not given).
     """
     pairs = observer_pairs(fixations) if pairs is None else pairs
-    kde, others = np.zeros(len(fixations)), np.zeros(len(fixations))
-    for image_pairs_, other in pairs:
+    kde = np.zeros(len(fixations))
+    for image_pairs_, other in pairs.chunks:
         sigma = bandwidth * max(image_pairs_.shape)
         kde += image_pairs_.sums(image_pairs_.kernel(sigma, sigma) * other, len(fixations))
-        others += image_pairs_.sums(other.astype(np.float64), len(fixations))
-    return np.where(others > 0, np.maximum(kde / np.maximum(others, 1), 0.0), 0.0)
+    return np.where(pairs.others > 0, np.maximum(kde / np.maximum(pairs.others, 1), 0.0), 0.0)
 
 
 def _log_components(fixations: Fixations, centerbias_loglik: np.ndarray, bandwidth: float, pairs=None) -> np.ndarray:
