@@ -373,9 +373,10 @@ def load_model(path: str | os.PathLike = "default", backbone_weights=None) -> Mo
     `model_io` validates every file (`load_model_file`). ``backbone_weights`` replaces the
     backbone's own weights; it is one backbone's, so an ensemble refuses it.
 
-        >>> model = load_model()                                # the default ensemble
-        >>> log_density = predict_density(model, "photo.jpg")   # its members averaged in probability
-        >>> fast = load_model("lite0")                          # one DeepGazeParams
+        >>> import deepgaze_jax as dg
+        >>> model = dg.load_model()                              # the default: an Ensemble
+        >>> log_density = dg.predict_density(model, "photo.jpg") # its members averaged in probability
+        >>> fast = dg.load_model("lite0")                        # one DeepGazeParams, the fastest
     """
     members = bundled_members(str(path))
     if members is None:
