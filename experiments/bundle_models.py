@@ -3,7 +3,8 @@
     python -m experiments.bundle_models --runs-dir /work/runs/s3      # the `SOURCES` runs, under that folder
     python -m benchmarks.inference --tables bundled --costs-out costs.json
     python -m experiments.bundle_models --runs-dir /work/runs/s3 --costs costs.json   # + cost, default checked
-    python -m experiments.bundle_models lite0=runs/crossval_lite0_inner lite0+lite2=runs/ensemble_lite0_lite2
+    python -m experiments.bundle_models lite0=runs/crossval_lite0_inner lite2=runs/crossval_lite2_inner \
+        lite0+lite2=runs/ensemble_lite0_lite2      # only these (with --runs-dir: these as well)
 
 Each ``NAME=WORKDIR`` (default: `SOURCES`, the honest inner-stopping runs of `experiments/configs`)
 is a bundled name of `model.BUNDLED_MODELS` with the workdir of a finished
@@ -50,18 +51,18 @@ SUBSETS = {"all_images": "overall", "paper_subset_1024x768": "paper_subset_1024x
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sources", nargs="*", metavar="NAME=WORKDIR", help="default: SOURCES (see above)")
+    parser.add_argument("sources", nargs="*", metavar="NAME=WORKDIR",
+                        help="runs to bundle (default: SOURCES); with --runs-dir, added to SOURCES")
     parser.add_argument("--runs-dir", type=Path, default=None,
                         help="folder holding the SOURCES runs (default: each config's own workdir)")
     parser.add_argument("--costs", type=Path, default=None,
                         help="JSON of `benchmarks.inference --tables bundled --costs-out`: ms per 1024x768 image")
     args = parser.parse_args(argv)
-    if args.sources and args.runs_dir is not None:
-        parser.error("give NAME=WORKDIR pairs or --runs-dir, not both")
     try:
-        args.sources = sources_from_pairs(args.sources) if args.sources else default_sources(args.runs_dir)
+        pairs = sources_from_pairs(args.sources)
     except ValueError as exc:
         parser.error(str(exc))
+    args.sources = {**(default_sources(args.runs_dir) if args.runs_dir or not pairs else {}), **pairs}
     return args
 
 

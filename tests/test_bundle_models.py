@@ -100,7 +100,9 @@ def test_sources_parse_names_and_config_workdirs(tmp_path):
     sources = bundle_models.parse(["--runs-dir", str(tmp_path)]).sources
     assert sources == {"lite0": tmp_path / "crossval_lite0_inner", "lite1": tmp_path / "crossval_lite1_inner",
                        "lite2": tmp_path / "crossval_lite2_inner", "lite0+lite1+lite2": tmp_path / "ensemble_inner"}
-    for bad in (["lite9=a"], ["default=a"], ["lite0"], ["lite0=a", "--runs-dir", "r"]):
+    both = bundle_models.parse(["lite0+lite2=e", "lite0=a", "--runs-dir", str(tmp_path)]).sources
+    assert both == {**sources, "lite0": Path("a"), "lite0+lite2": Path("e")}
+    for bad in (["lite9=a"], ["default=a"], ["lite0"], ["lite0="]):
         with pytest.raises(SystemExit):
             bundle_models.parse(bad)
 
@@ -116,3 +118,17 @@ def test_rule_prefers_the_three_backbones_within_budget():
     assert bundle_models.choose_default(entries) == "lite0+lite2"
     with pytest.raises(ValueError, match="no bundled name costs at most 300"):
         bundle_models.choose_default({"lite2": entry(80.0, 400.0)})
+
+
+def test_the_benchmarks_costs_are_what_bundling_reads(tmp_path):
+    from benchmarks.inference import write_costs
+
+    write_costs(tmp_path / "costs.json", {"lite0": 69.0}, {"lite0": 120.0}, "a machine")
+    costs = bundle_models.read_costs(tmp_path / "costs.json")
+    entries = {"lite0": {"heldout": {}}, "lite2": {"heldout": {}}}
+    bundle_models.add_costs(entries, costs)
+    assert entries["lite0"]["cost"]["ms_per_1024x768_image"] == 69.0 and entries["lite0"]["cost"]["machine"] == "a machine"
+    assert entries["lite0"]["cost"]["command"].startswith("python -m benchmarks.inference") and "cost" not in entries["lite2"]
+    (tmp_path / "other.json").write_text("{}")
+    with pytest.raises(ValueError, match="no 'ms_per_image'"):
+        bundle_models.read_costs(tmp_path / "other.json")
