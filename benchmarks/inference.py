@@ -19,13 +19,23 @@ bfloat16 backbone against float32.
 
     python -m benchmarks.inference [--backbones efficientnet_lite0,vgg19] [--batches 1,2,4]
         [--tables speed,recompile,agreement,forward]   (forward: the model alone on device-resident inputs)
+    python -m benchmarks.inference --tables bundled [--models lite0,lite0+lite2] [--costs-out costs.json]
+
+``bundled``: the cost of each bundled model (`model.load_model` names, ensembles included) as
+shipped: ms per 1024x768 image of `predict_density` on one image per call (wall median and
+process CPU time), in a fresh process each; ``--costs-out`` writes them as the JSON that
+``experiments.bundle_models --costs`` puts in the model card.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -47,6 +57,7 @@ SHORT = {
     "vgg19": "VGG-19",
 }
 DTYPES = ("float32", "bfloat16")
+BUNDLED_NAMES = ("lite0", "lite1", "lite2", "lite0+lite1+lite2", "lite0+lite2")
 NO_YNN = "jax, YNN off"
 
 
@@ -272,6 +283,72 @@ def _differences(a: list[np.ndarray], b: list[np.ndarray]) -> dict:
     return {"max_abs_log_p": max_abs, "kl_nats": kl}
 
 
+def bundled_run(name: str, repeat: int) -> dict:
+    """`predict_density` of bundled model ``name`` on one 1024x768 image per call, after a warm-up call (run by
+    `isolated`): wall seconds per call and the process's CPU seconds (all threads) per call."""
+    from deepgaze_jax.model import ensemble_members, load_model
+    from deepgaze_jax.predict import predict_density
+
+    model = load_model(name)
+    image = random_images(1)[0]
+    predict_density(model, image)
+    cpu = time.process_time()
+    timing = measure(lambda: predict_density(model, image), repeat, warmup=0)
+    return {"times": timing.to_json(), "cpu_s": (time.process_time() - cpu) / len(timing.times),
+            "backbones": [m.config.backbone for m in ensemble_members(model)]}
+
+
+def missing_bundled(name: str) -> list[str]:
+    """The members of bundled name ``name`` whose file is not installed (all is well when empty)."""
+    from deepgaze_jax.model import bundled_members, bundled_model_path
+
+    members = bundled_members(name)
+    if members is None:
+        raise ValueError(f"{name!r} is not a bundled name (model.BUNDLED_MODELS, joined by +)")
+    return [m for m in members if not bundled_model_path(m).is_file()]
+
+
+def bundled_costs(names, repeat: int) -> dict:
+    """{name: `bundled_run` result} for the installed names, each in its own process; the others left out."""
+    return {n: isolated("benchmarks.inference:bundled_run", name=n, repeat=repeat) for n in names if not missing_bundled(n)}
+
+
+def bundled_table(names, repeat: int, costs_out: Path | None) -> str:
+    """The cost of each bundled name per 1024x768 image; with ``costs_out`` also written as JSON."""
+    results = bundled_costs(names, repeat)
+    rows = []
+    for name in names:
+        if name not in results:
+            rows.append([name, f"not installed ({', '.join(missing_bundled(name))}): run experiments.bundle_models"]
+                        + ["—"] * 3)
+            continue
+        r = results[name]
+        timing = Timing(tuple(r["times"]))
+        rows.append([name, " + ".join(SHORT[b] for b in r["backbones"]), timing.seconds(), f"{1e3 * r['cpu_s']:.0f}",
+                     f"{r['peak_rss_mib']:.0f}"])
+    machine = machine_line()
+    if costs_out is not None:
+        write_costs(costs_out, {n: 1e3 * Timing(tuple(r["times"])).median for n, r in results.items()},
+                    {n: 1e3 * r["cpu_s"] for n, r in results.items()}, machine)
+    return table(
+        f"Cost of the bundled models: predict_density per 1024x768 image ({machine_kind()})",
+        ["name", "backbones", "wall per image, median (range)", "CPU ms per image", "peak RSS MiB"],
+        rows,
+        notes=[f"Machine: {machine}.",
+               f"One random 1024x768 uint8 image per call, {repeat} timed calls after a warm-up call, each name in a "
+               "fresh process; decoding excluded. CPU ms: the process's user + system time over all its threads."],
+    )
+
+
+def write_costs(path: Path, wall_ms: dict, cpu_ms: dict, machine: str) -> None:
+    """The JSON `experiments.bundle_models --costs` reads, written atomically."""
+    text = json.dumps({"ms_per_image": wall_ms, "cpu_ms_per_image": cpu_ms, "machine": machine,
+                       "command": "python -m benchmarks.inference " + " ".join(sys.argv[1:])}, indent=1)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text + "\n")
+    os.replace(tmp, path)
+
+
 # ----------------------------------------------------------------------------- driver
 
 
@@ -378,7 +455,10 @@ def main(argv=None) -> list[str]:
     parser.add_argument("--batches", default=None, help="comma-separated batch sizes for every backbone")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tables", default="speed,recompile,agreement",
-                        help="any of speed, recompile, agreement, forward")
+                        help="any of speed, recompile, agreement, forward, bundled")
+    parser.add_argument("--models", default=",".join(BUNDLED_NAMES), help="bundled names of the bundled table")
+    parser.add_argument("--costs-out", type=Path, default=None,
+                        help="write the bundled table's costs as JSON (for experiments.bundle_models --costs)")
     args = parser.parse_args(argv)
     backbones = args.backbones.split(",")
     batches = {b: tuple(int(x) for x in args.batches.split(",")) for b in backbones} if args.batches else BATCHES
@@ -387,6 +467,7 @@ def main(argv=None) -> list[str]:
         "recompile": recompile_table,
         "agreement": lambda: agreement_table(args.agreement_backbones.split(",")),
         "forward": lambda: forward_table(backbones, batches, args.repeat),
+        "bundled": lambda: bundled_table(args.models.split(","), args.repeat, args.costs_out),
     }
     return [makers[name]() for name in args.tables.split(",")]
 

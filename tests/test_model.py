@@ -10,10 +10,15 @@ import numpy as np
 import pytest
 
 import fake_backbone  # noqa: F401  (registers ModelConfig(backbone="fake"))
+from deepgaze_jax import model as model_module
 from deepgaze_jax.model import (
     MODEL_FORMAT,
+    DeepGazeParams,
+    Ensemble,
     ModelConfig,
     centerbias_on_grid,
+    ensemble,
+    ensemble_members,
     init_params,
     load_model,
     log_density_grid,
@@ -214,3 +219,72 @@ def test_unregistered_backbone_needs_backbone_weights(saved):
     assert load_model(precomputed, backbone_weights={}).num_components == 2
     with pytest.raises(ModelFileError, match="unknown backbone.*backbone_weights"):
         load_model(precomputed)
+
+
+# --- bundled names and ensembles (issue 12, item 3) -------------------------------------------
+
+
+@pytest.fixture
+def bundled(config, tmp_path, monkeypatch):
+    """The package's assets replaced by fake-backbone files for lite0 and lite2 (no lite1), the default lite0+lite2."""
+    monkeypatch.setattr(model_module, "ASSETS", tmp_path / "assets")
+    monkeypatch.setattr(model_module, "DEFAULT_MODEL", "lite0+lite2")
+    (tmp_path / "assets").mkdir()
+    for seed, name in enumerate(("lite0", "lite2")):
+        save_model(init_params(config, jax.random.PRNGKey(seed), num_components=seed + 1),
+                   model_module.bundled_model_path(name))
+    return tmp_path / "assets"
+
+
+def test_bundled_single_names_load_one_model(bundled):
+    lite0, lite2 = load_model("lite0"), load_model("lite2")
+    assert isinstance(lite0, DeepGazeParams) and isinstance(lite2, DeepGazeParams)
+    assert (lite0.num_components, lite2.num_components) == (1, 2)
+
+
+def test_default_and_joined_names_load_an_ensemble_of_the_members(bundled):
+    default = load_model()
+    assert isinstance(default, Ensemble) and default.names == ("lite0", "lite2") and len(default) == 2
+    assert [m.num_components for m in default] == [1, 2]
+    assert load_model("default").names == load_model("lite0+lite2").names == ("lite0", "lite2")
+    assert load_model("lite2+lite0").names == ("lite2", "lite0")
+    with pytest.raises(ValueError, match="members one by one"):
+        load_model("lite0+lite2", backbone_weights={})
+
+
+def test_missing_bundled_file_says_how_to_bundle_it(bundled):
+    for name in ("lite1", "lite0+lite1"):
+        with pytest.raises(FileNotFoundError, match="bundle_models.*'lite0', 'lite2'"):
+            load_model(name)
+
+
+def test_names_that_are_not_all_bundled_are_file_paths(bundled, config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    save_model(init_params(config, jax.random.PRNGKey(7), num_components=3), tmp_path / "lite0+mine")
+    assert load_model("lite0+mine").num_components == 3
+    with pytest.raises(FileNotFoundError, match="no model file at lite9"):
+        load_model("lite9")
+
+
+def test_bundled_files_are_validated_like_any_file(bundled):
+    path = model_module.bundled_model_path("lite2")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ModelFileError, match="cannot read model file"):
+        load_model("default")
+
+
+def test_ensembles_flatten_and_check_their_members(config):
+    a, b, c = (init_params(config, jax.random.PRNGKey(k)) for k in range(3))
+    assert ensemble([a]) is a
+    pair = Ensemble((a, b), ("x", "y"))
+    flat = ensemble([pair, c])
+    assert flat.members == (a, b, c) and flat.names == ()
+    assert ensemble([pair, Ensemble((c,), ("z",))]).names == ("x", "y", "z")
+    assert ensemble_members([pair, [c]]) == (a, b, c)
+    for bad in ((), (a, pair), (a, "lite0.npz")):
+        with pytest.raises(ValueError, match="Ensemble needs"):
+            Ensemble(bad)
+    with pytest.raises(ValueError, match="2 models got 1 names"):
+        Ensemble((a, b), ("x",))
+    with pytest.raises(ValueError, match="list of models"):
+        ensemble_members([])

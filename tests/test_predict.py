@@ -8,6 +8,7 @@ from deepgaze_jax import ModelConfig, init_params, predict_density, sample_fixat
 from deepgaze_jax.densities import log_normalize
 from deepgaze_jax.predict import predict_density_without_centerbias
 from deepgaze_jax.images import ImageError
+from deepgaze_jax.model import Ensemble
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +118,18 @@ def test_ensembles_average_in_probability(params):
     for bad in ([], [params, "model.npz"]):
         with pytest.raises(ValueError, match="list of models"):
             predict_density(bad, images[0])
+
+
+def test_an_ensemble_predicts_like_the_list_of_its_members(params):
+    other = init_params(ModelConfig(backbone="fake", readout_features=(1,)), jax.random.PRNGKey(3))
+    image = np.random.default_rng(5).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    pair = Ensemble((params, other))
+    np.testing.assert_array_equal(predict_density(pair, image), predict_density([params, other], image))
+    np.testing.assert_array_equal(predict_density_without_centerbias(pair, [image])[0],
+                                  predict_density([params, other], image, centerbias="uniform"))
+    # nested: each single model weighs the same, so [pair, params] is (params, other, params)
+    np.testing.assert_allclose(predict_density([pair, params], image),
+                               predict_density([params, other, params], image), atol=2e-6)
 
 
 def test_density_without_centerbias_undoes_the_models_centre_bias(params):

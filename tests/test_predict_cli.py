@@ -30,6 +30,19 @@ def write_image(path: Path, seed: int, size=(64, 96)) -> Path:
     return path
 
 
+@pytest.fixture
+def bundled(tmp_path, monkeypatch):
+    """Fake-backbone files in place of the bundled lite0 and lite2, with the default lite0+lite2."""
+    from deepgaze_jax import model
+
+    monkeypatch.setattr(model, "ASSETS", tmp_path / "assets")
+    monkeypatch.setattr(model, "DEFAULT_MODEL", "lite0+lite2")
+    (tmp_path / "assets").mkdir()
+    for seed, name in enumerate(("lite0", "lite2")):
+        config = ModelConfig(backbone="fake", readout_features=(4, 1) if seed else (1,))
+        save_model(init_params(config, jax.random.PRNGKey(seed)), model.bundled_model_path(name))
+
+
 def predict(model_file, out: Path, *argv: str) -> int:
     return cli.main(["predict", *argv, "--model", str(model_file), "--out", str(out)])
 
@@ -85,3 +98,20 @@ def test_make_demo_needs_nothing_beside_the_checkout():
     demo_line = dry_run.stdout.strip().splitlines()[-1]
     assert "predict --example" in demo_line
     assert "shared" not in (REPO / "Makefile").read_text()
+
+
+def test_predict_uses_the_default_ensemble(tmp_path, bundled):
+    from deepgaze_jax import load_model, predict_density
+
+    image = write_image(tmp_path / "in" / "x.png", seed=3)
+    assert cli.main(["predict", str(image), "--out", str(tmp_path / "out"), "--no-png"]) == 0
+    got = np.load(tmp_path / "out" / "x_log_density.npy")
+    np.testing.assert_allclose(got, predict_density(load_model(), image), atol=1e-6)
+    lite0 = predict_density(load_model("lite0"), image)
+    assert np.abs(got - lite0).max() > 1e-3  # the ensemble is not its first member alone
+    assert cli.main(["predict", str(image), "--model", "lite0", "--out", str(tmp_path / "fast"), "--no-png"]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "fast" / "x_log_density.npy"), lite0, atol=1e-6)
+    argv = ["predict", str(image), "--model", "default", "--model", "lite0", "--out", str(tmp_path / "three"), "--no-png"]
+    assert cli.main(argv) == 0  # the default's two members and lite0 again, each weighing a third
+    np.testing.assert_allclose(np.load(tmp_path / "three" / "x_log_density.npy"),
+                               predict_density([*load_model(), load_model("lite0")], image), atol=1e-6)

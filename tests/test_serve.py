@@ -53,6 +53,22 @@ def test_healthz(url):
     assert reply.status_code == 200 and reply.json()["status"] == "ok"
 
 
+def test_an_ensemble_is_served_and_described():
+    import jax
+
+    from deepgaze_jax import ModelConfig, init_params, predict_density
+    from deepgaze_jax.model import Ensemble
+
+    members = [init_params(ModelConfig(backbone="fake", readout_features=f), jax.random.PRNGKey(k))
+               for k, f in enumerate([(1,), (4, 1)])]
+    client = serve.create_app(Ensemble(members)).test_client()
+    assert client.get("/healthz").get_json() == {"status": "ok", "backbone": "fake+fake", "components": 2}
+    image = random_image(48, 64, seed=4)
+    reply = client.post("/api/density?format=npy", data={"image": (io.BytesIO(encode(image)), "x.png")})
+    assert reply.status_code == 200, reply.data
+    np.testing.assert_allclose(np.load(io.BytesIO(reply.data)), predict_density(members, image), atol=1e-6)
+
+
 def test_density_of_upload(url):
     reply = post_density(url, encode(random_image(96, 128)))
     assert reply.status_code == 200, reply.text

@@ -23,7 +23,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, Union
 
 import flax
 import flax.linen as nn
@@ -250,16 +250,14 @@ def save_head(config: ModelConfig, variables, centerbias, path: str | os.PathLik
     save_model(DeepGazeParams(backbone_weights={}, head=head, centerbias=centerbias, config=config), path)
 
 
-def load_model(path: str | os.PathLike = "default", backbone_weights=None) -> DeepGazeParams:
-    """Loads a model saved by `save_model` (no pickle is ever read; `model_io` validates it all).
+def load_model_file(path: str | os.PathLike, backbone_weights=None) -> DeepGazeParams:
+    """Loads one model file saved by `save_model` (no pickle is ever read; `model_io` validates it all).
 
-    ``path`` may also name a bundled model trained on MIT1003 (see README, model card):
-    ``"default"`` (= ``"lite0"``) or ``"lite2"`` (`BUNDLED_MODELS`). The backbone weights
-    are loaded from the backbone's own source unless given. Raises `model_io.ModelFileError`
-    (a ValueError naming the file) for a damaged, oversized or inconsistent file.
+    The backbone weights are loaded from the backbone's own source unless given. Raises
+    `model_io.ModelFileError` (a ValueError naming the file) for a damaged, oversized or
+    inconsistent file.
     """
-    name = DEFAULT_MODEL if str(path) == "default" else str(path)
-    path = bundled_model_path(name) if name in BUNDLED_MODELS else Path(path)
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
     contents = read_model_file(
@@ -275,11 +273,115 @@ def load_model(path: str | os.PathLike = "default", backbone_weights=None) -> De
     )
 
 
-BUNDLED_MODELS = {"lite0": "deepgaze2_mit1003_lite0.npz", "lite2": "deepgaze2_mit1003_lite2.npz"}
-DEFAULT_MODEL = "lite0"
+@dataclasses.dataclass(frozen=True)
+class Ensemble:
+    """Models whose densities are averaged in probability, p(x) = (1/K) sum_k p_k(x) (e.g. one per backbone,
+    as DeepGaze IIE averages backbones). Unlike `mixture`, the members may differ in backbone and config.
+
+    `predict_density` and every CLI command take one like a single model; iterating gives the members.
+
+    Attributes:
+      members: the models, each weighing 1/K.
+      names: the members' bundled names (`BUNDLED_MODELS`) when loaded by name, else empty.
+    """
+
+    members: tuple[DeepGazeParams, ...]
+    names: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "members", tuple(self.members))
+        object.__setattr__(self, "names", tuple(self.names))
+        if not self.members or not all(isinstance(m, DeepGazeParams) for m in self.members):
+            raise ValueError("an Ensemble needs one or more models (DeepGazeParams); nest no Ensembles, use ensemble()")
+        if self.names and len(self.names) != len(self.members):
+            raise ValueError(f"an Ensemble of {len(self.members)} models got {len(self.names)} names")
+
+    def __iter__(self):
+        return iter(self.members)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+
+Model = Union[DeepGazeParams, Ensemble]
+
+
+def ensemble_members(model: Union[Model, Sequence[Model]]) -> tuple[DeepGazeParams, ...]:
+    """The single models of a model, an `Ensemble` or a list of them (nested ensembles flattened, so each
+    single model weighs the same)."""
+    if isinstance(model, DeepGazeParams):
+        return (model,)
+    if isinstance(model, Ensemble):
+        return model.members
+    if isinstance(model, (list, tuple)) and model:
+        return tuple(m for part in model for m in ensemble_members(part))
+    raise ValueError(
+        f"expected a model (DeepGazeParams), an Ensemble or a non-empty list of models, got {type(model).__name__}"
+    )
+
+
+def ensemble(models: Sequence[Model]) -> Model:
+    """One model for ``models``: the model itself if there is one, else the `Ensemble` of all their members."""
+    members = ensemble_members(list(models))
+    if len(members) == 1:
+        return members[0]
+    names = tuple(n for m in models for n in (m.names if isinstance(m, Ensemble) else ()))
+    return Ensemble(members, names if len(names) == len(members) else ())
+
+
+# Bundled models trained on MIT1003 (README, model card; `experiments.bundle_models` writes them): single
+# names -> files in `ASSETS`. A name "a+b" is the `Ensemble` of bundled models a and b.
+BUNDLED_MODELS = {
+    "lite0": "deepgaze2_mit1003_lite0.npz",
+    "lite1": "deepgaze2_mit1003_lite1.npz",
+    "lite2": "deepgaze2_mit1003_lite2.npz",
+}
+ENSEMBLE_SEPARATOR = "+"
+DEFAULT_MODEL = "lite0+lite2"  # what load_model() and the CLI load: the README model card says why
+ASSETS = Path(__file__).parent / "assets"
+
+
+def bundled_members(name: str) -> tuple[str, ...] | None:
+    """The bundled single names that ``name`` stands for ("default" is `DEFAULT_MODEL`, "lite0+lite2" is
+    ("lite0", "lite2")), or None if it names none (then it is a file path)."""
+    parts = tuple((DEFAULT_MODEL if name == "default" else name).split(ENSEMBLE_SEPARATOR))
+    return parts if all(p in BUNDLED_MODELS for p in parts) else None
 
 
 def bundled_model_path(name: str) -> Path:
-    """The file of bundled model ``name`` (a key of `BUNDLED_MODELS`) inside the package."""
-    return Path(__file__).parent / "assets" / BUNDLED_MODELS[name]
+    """The file of bundled single model ``name`` (a key of `BUNDLED_MODELS`) inside the package."""
+    return ASSETS / BUNDLED_MODELS[name]
 
+
+def _load_bundled(name: str, backbone_weights) -> DeepGazeParams:
+    path = bundled_model_path(name)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"bundled model {name!r} is not installed ({path} is missing): bundle it with "
+            "`python -m experiments.bundle_models` (README, model card), or load another of "
+            f"{sorted(n for n in BUNDLED_MODELS if bundled_model_path(n).is_file())}"
+        )
+    return load_model_file(path, backbone_weights)
+
+
+def load_model(path: str | os.PathLike = "default", backbone_weights=None) -> Model:
+    """A model file (`save_model`) or a bundled model trained on MIT1003, by name (README, model card).
+
+    Names: ``"default"`` (`DEFAULT_MODEL`, an `Ensemble`), ``"lite0"`` (the fastest single model),
+    ``"lite1"``, ``"lite2"`` (`BUNDLED_MODELS`, each a `DeepGazeParams`), and any of them joined by ``+``
+    (``"lite0+lite2"``: their `Ensemble`). Anything else is a file path. No pickle is ever read:
+    `model_io` validates every file (`load_model_file`). ``backbone_weights`` replaces the
+    backbone's own weights; it is one backbone's, so an ensemble refuses it.
+
+        >>> import deepgaze_jax as dg
+        >>> model = dg.load_model()                              # the default: an Ensemble
+        >>> log_density = dg.predict_density(model, "photo.jpg") # its members averaged in probability
+        >>> fast = dg.load_model("lite0")                        # one DeepGazeParams, the fastest
+    """
+    members = bundled_members(str(path))
+    if members is None:
+        return load_model_file(path, backbone_weights)
+    if len(members) > 1 and backbone_weights is not None:
+        raise ValueError(f"{path!r} is an ensemble of {members}: load its members one by one to give backbone_weights")
+    models = tuple(_load_bundled(m, backbone_weights) for m in members)
+    return models[0] if len(models) == 1 else Ensemble(models, members)

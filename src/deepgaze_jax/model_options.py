@@ -5,18 +5,27 @@ from __future__ import annotations
 import argparse
 
 
+def model_help() -> str:
+    """What ``--model`` accepts: a file, or the bundled names (`model.BUNDLED_MODELS`, `model.DEFAULT_MODEL`)."""
+    from deepgaze_jax.model import BUNDLED_MODELS, DEFAULT_MODEL, ENSEMBLE_SEPARATOR
+
+    return (
+        f"model .npz or bundled name: default (= {DEFAULT_MODEL}), {', '.join(BUNDLED_MODELS)} (single models; "
+        f"lite0 is the fastest), or names joined by {ENSEMBLE_SEPARATOR} for their ensemble"
+    )
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, also: str = "") -> None:
     """``--model`` (repeatable: an ensemble averaged in probability) on ``parser``; ``also`` extends its help."""
     parser.add_argument(
         "--model", action="append", default=None,
-        help="model .npz or bundled name (lite0 = default, lite2); repeat it for an ensemble averaged in probability"
-        + also,
+        help=model_help() + "; repeat it for an ensemble averaged in probability" + also,
     )
 
 
 def models_from_args(args: argparse.Namespace):
-    """One model (`DeepGazeParams`), or a list of them for an ensemble, from ``args.model``."""
-    from deepgaze_jax.model import load_model
+    """The model of ``args.model`` (default: the bundled default): one `DeepGazeParams`, or an `Ensemble` of
+    all the models named (an ensemble named among them contributes its members)."""
+    from deepgaze_jax.model import ensemble, load_model
 
-    models = [load_model(name) for name in args.model or ["default"]]
-    return models[0] if len(models) == 1 else models
+    return ensemble([load_model(name) for name in args.model or ["default"]])

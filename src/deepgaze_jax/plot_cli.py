@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deepgaze_jax.model_options import model_help
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("plot", help="density contours and model samples vs human fixations for one image")
@@ -24,7 +26,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--stimuli", type=Path, help="folder of the dataset's images")
     p.add_argument("--fixations", type=Path, help="the dataset's NUS-layout fixations.mat (as MIT1003's)")
     p.add_argument("--index", type=int, help="which image of the dataset (0-based, in fixations.mat's order)")
-    p.add_argument("--model", default="default", help="model .npz (default: the bundled MIT1003 model)")
+    p.add_argument("--model", default="default", help=model_help())
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="random seed of the model samples")
     p.set_defaults(func=run)

@@ -27,7 +27,9 @@ import numpy as np
 from deepgaze_jax.finalizer import expand_to_pixels
 from deepgaze_jax.images import ImageLike, load_working_image, to_rgb_uint8
 from deepgaze_jax.densities import log_mean_density, resize_log_density
-from deepgaze_jax.model import DeepGazeParams, centerbias_on_grid, density_grid_shape, log_density_grid
+from deepgaze_jax.model import (
+    DeepGazeParams, Model, centerbias_on_grid, density_grid_shape, ensemble_members, log_density_grid,
+)
 from deepgaze_jax.model_io import clean_template
 from deepgaze_jax.xla_options import jit
 
@@ -47,16 +49,14 @@ def _centerbias_template(params: DeepGazeParams, centerbias: CenterBiasLike):
 _expand = jit(expand_to_pixels, static_argnums=1)
 
 
-def _predict_ensemble(models, images, centerbias, batch_size, backbone_dtype) -> list[np.ndarray]:
-    if not models or not all(isinstance(m, DeepGazeParams) for m in models):
-        raise ValueError("params must be a model or a non-empty list of models (DeepGazeParams)")
+def _predict_ensemble(models: Sequence[DeepGazeParams], images, centerbias, batch_size, backbone_dtype) -> list[np.ndarray]:
     decoded = [to_rgb_uint8(im) for im in images]
     per_model = [predict_density(m, decoded, centerbias, batch_size, backbone_dtype) for m in models]
     return [log_mean_density(densities, dtype=np.float32) for densities in zip(*per_model)]
 
 
 def predict_density(
-    params: Union[DeepGazeParams, Sequence[DeepGazeParams]],
+    params: Union[Model, Sequence[Model]],
     img: Union[ImageLike, Sequence[ImageLike]],
     centerbias: CenterBiasLike = None,
     batch_size: int = 8,
@@ -65,9 +65,10 @@ def predict_density(
     """Fixation log density for one image or many.
 
     Args:
-      params: a model (`load_model()` for the bundled one), or a list of models, whose
-        densities are averaged in probability (an ensemble, e.g. ``[load_model("lite0"),
-        load_model("lite2")]``; `densities.log_mean_density`).
+      params: a model (`DeepGazeParams`), an `Ensemble` (``load_model()``, the bundled default)
+        or a list of them: the densities of an ensemble's members are averaged in probability
+        (`densities.log_mean_density`; nested ensembles are flattened, each single model weighing
+        the same), e.g. ``load_model("lite0+lite2")`` or ``[load_model("lite0"), load_model("lite2")]``.
       img: one image (path, bytes, PIL image or array (H, W), (H, W, 1|3|4)), a list of
         them, or a (B, H, W, 3) NumPy or JAX array.
       centerbias: None uses the model's own centre bias (uniform if it has none);
@@ -89,9 +90,11 @@ def predict_density(
         return []
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not isinstance(params, DeepGazeParams):
-        results = _predict_ensemble(list(params), images, centerbias, batch_size, backbone_dtype)
+    members = ensemble_members(params)
+    if len(members) > 1:
+        results = _predict_ensemble(members, images, centerbias, batch_size, backbone_dtype)
         return results[0] if single else results
+    params = members[0]
     template = _centerbias_template(params, centerbias)
     config = params.config
     working, originals = zip(*(load_working_image(im, config.long_side) for im in images))
@@ -138,7 +141,7 @@ def sample_fixations(log_density, n: int, key: jax.Array) -> tuple[np.ndarray, n
 
 
 def predict_density_without_centerbias(
-    params: Union[DeepGazeParams, Sequence[DeepGazeParams]],
+    params: Union[Model, Sequence[Model]],
     img: Union[ImageLike, Sequence[ImageLike]],
     batch_size: int = 8,
     backbone_dtype=jnp.float32,

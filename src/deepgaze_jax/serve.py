@@ -59,7 +59,7 @@ from werkzeug.exceptions import HTTPException
 
 from deepgaze_jax import images, plotting
 from deepgaze_jax.densities import resize_log_density
-from deepgaze_jax.model import DeepGazeParams
+from deepgaze_jax.model import ENSEMBLE_SEPARATOR, Model, ensemble_members
 from deepgaze_jax.predict import predict_density
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -306,8 +306,8 @@ def _uploaded_bytes() -> bytes:
     return upload.read()
 
 
-def create_app(model: DeepGazeParams, limits: ServiceLimits = ServiceLimits()) -> Flask:
-    """The Flask app serving ``model`` (see the module docstring for routes and limits)."""
+def create_app(model: Model, limits: ServiceLimits = ServiceLimits()) -> Flask:
+    """The Flask app serving ``model``, one model or an `Ensemble` (see the module docstring for routes and limits)."""
     app = Flask(__name__)
     app.request_class = InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = limits.max_upload_bytes
@@ -385,7 +385,9 @@ def create_app(model: DeepGazeParams, limits: ServiceLimits = ServiceLimits()) -
 
     @app.get("/healthz")
     def healthz():
-        return jsonify(status="ok", backbone=model.config.backbone, components=model.num_components)
+        members = ensemble_members(model)
+        return jsonify(status="ok", backbone=ENSEMBLE_SEPARATOR.join(m.config.backbone for m in members),
+                       components=sum(m.num_components for m in members))
 
     return app
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from deepgaze_jax.model_options import model_help
+
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -17,7 +19,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("serve", help="web page and JSON API for fixation densities")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: localhost only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--model", default="default", help="model .npz (default: the bundled MIT1003 model)")
+    p.add_argument("--model", default="default", help=model_help())
     p.add_argument("--threads", type=int, default=4, help="WSGI worker threads (default 4)")
     p.add_argument(
         "--max-concurrent", type=int, default=2,

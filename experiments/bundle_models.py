@@ -1,0 +1,272 @@
+"""Bundles finished MIT1003 crossvalidations as the package's models, and writes their model card.
+
+    python -m experiments.bundle_models --runs-dir /work/runs/s3      # the `SOURCES` runs, under that folder
+    python -m benchmarks.inference --tables bundled --costs-out costs.json
+    python -m experiments.bundle_models --runs-dir /work/runs/s3 --costs costs.json   # + cost, default checked
+    python -m experiments.bundle_models lite0=runs/crossval_lite0_inner lite2=runs/crossval_lite2_inner \
+        lite0+lite2=runs/ensemble_lite0_lite2      # only these (with --runs-dir: these as well)
+
+Each ``NAME=WORKDIR`` (default: `SOURCES`, the honest inner-stopping runs of `experiments/configs`)
+is a bundled name of `model.BUNDLED_MODELS` with the workdir of a finished
+`experiments.crossval_mit1003` run, whose ``mixture.npz`` (its ten fold models averaged in
+probability) is checked with `model.load_model_file` and copied, atomically, into the package's
+assets; or names joined by ``+`` with the workdir of an `experiments.ensemble_mit1003` run of
+the runs bundled under those names, which bundles no file but gives that ensemble's figures.
+
+Writes ``assets/model_card.json``: per bundled name its files, backbones, source workdir, the
+held-out figures of the run's ``report.json`` (all images and the paper's 1024x768 subset), the
+stopping protocol and the command that made it; with ``--costs`` (the JSON of
+``benchmarks.inference --tables bundled``) its ms per 1024x768 image, and then it checks
+that `model.DEFAULT_MODEL` is the one `choose_default` picks (`DEFAULT_RULE`), before writing
+anything. Prints the card as the Markdown table of the README's model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+from deepgaze_jax import model
+from deepgaze_jax.report import STOPPING_NOTES
+from experiments import configs
+
+CARD_FORMAT = "deepgaze-jax-model-card-v1"
+CARD_NAME = "model_card.json"
+# bundled name -> the experiment config whose run it is
+SOURCES = {"lite0": "lite0_inner", "lite1": "lite1_inner", "lite2": "lite2_inner", "lite0+lite1+lite2": "ensemble_inner"}
+PREFERRED = "lite0+lite1+lite2"
+BUDGET_MS = 300.0
+DEFAULT_RULE = (
+    f"fixed before the runs: {PREFERRED} (the three Lite backbones' inner-stopping crossvalidations, averaged in "
+    f"probability) if predict_density costs at most {BUDGET_MS:.0f} ms per 1024x768 image on the reference CPU; "
+    "else, of the bundled names within that cost, the one with the highest held-out IG explained"
+)
+SCORES = ("ig_explained_pct", "ll_bits", "ig_bits", "auc", "sauc", "sauc_no_centerbias", "num_images", "num_fixations")
+SUBSETS = {"all_images": "overall", "paper_subset_1024x768": "paper_subset_1024x768"}
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sources", nargs="*", metavar="NAME=WORKDIR",
+                        help="runs to bundle (default: SOURCES); with --runs-dir, added to SOURCES")
+    parser.add_argument("--runs-dir", type=Path, default=None,
+                        help="folder holding the SOURCES runs (default: each config's own workdir)")
+    parser.add_argument("--costs", type=Path, default=None,
+                        help="JSON of `benchmarks.inference --tables bundled --costs-out`: ms per 1024x768 image")
+    args = parser.parse_args(argv)
+    try:
+        pairs = sources_from_pairs(args.sources)
+    except ValueError as exc:
+        parser.error(str(exc))
+    args.sources = {**(default_sources(args.runs_dir) if args.runs_dir or not pairs else {}), **pairs}
+    return args
+
+
+def sources_from_pairs(pairs: list[str]) -> dict[str, Path]:
+    """``["lite0=DIR", ...]`` -> {name: workdir}; every name must be bundled names joined by ``+``."""
+    sources = {}
+    for pair in pairs:
+        name, sep, workdir = pair.partition("=")
+        if not sep or not workdir:
+            raise ValueError(f"{pair!r} is not NAME=WORKDIR")
+        if name == "default" or model.bundled_members(name) is None:
+            raise ValueError(f"{name!r} is not a bundled name: use {', '.join(model.BUNDLED_MODELS)} or them joined by +")
+        sources[name] = Path(workdir)
+    return sources
+
+
+def default_sources(runs_dir: Path | None) -> dict[str, Path]:
+    """`SOURCES` with each config's workdir, moved into ``runs_dir`` when given."""
+    workdirs = {name: configs.get(config).workdir for name, config in SOURCES.items()}
+    return {name: w if runs_dir is None else runs_dir / w.name for name, w in workdirs.items()}
+
+
+def read_report(workdir: Path) -> dict:
+    """The ``report.json`` of a finished run, or an error that says how to finish it."""
+    path = workdir / "report.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: finish the run first (its crossval/ensemble command writes it)")
+    return json.loads(path.read_text())
+
+
+def heldout_figures(report: dict) -> dict:
+    """The card's held-out scores (`SCORES`, those present) on all images and on the paper's 1024x768 subset."""
+    return {card_key: {k: report[key][k] for k in SCORES if k in report[key]}
+            for card_key, key in SUBSETS.items() if key in report}
+
+
+def made_by(arguments: dict) -> str:
+    """The command line that made a run, from its report's ``command`` (crossval: by config; ensemble: its runs)."""
+    workdir = arguments.get("workdir")
+    if "runs" in arguments:
+        return f"python -m experiments.ensemble_mit1003 {' '.join(arguments['runs'])} --workdir {workdir}"
+    if arguments.get("config"):
+        return f"python -m experiments.crossval_mit1003 --config {arguments['config']} --workdir {workdir}"
+    return "python -m experiments.crossval_mit1003 (arguments: see 'arguments')"
+
+
+def single_entry(name: str, workdir: Path) -> dict:
+    """A single bundled name's card entry; checks its run's ``mixture.npz`` with `model.load_model_file`."""
+    report = read_report(workdir)
+    checked = model.load_model_file(workdir / "mixture.npz")
+    return {
+        "members": [name], "files": [model.BUNDLED_MODELS[name]], "backbones": [checked.config.backbone],
+        "components": checked.num_components, **run_entry(workdir, report),
+    }
+
+
+def ensemble_entry(name: str, workdir: Path, sources: dict[str, Path], singles: dict[str, dict]) -> dict:
+    """A joined name's card entry, from an ensemble run whose members are the runs bundled under its names."""
+    members = list(model.bundled_members(name))
+    missing = [m for m in members if m not in singles]
+    if missing:
+        raise ValueError(f"{name}: bundle {missing} too (NAME=WORKDIR of their crossvalidations)")
+    setup = json.loads((workdir / "setup.json").read_text()) if (workdir / "setup.json").is_file() else {}
+    made_of = [Path(p).resolve() for p in setup.get("ensemble_of", [])]
+    wanted = [sources[m].resolve() for m in members]
+    if made_of != wanted:
+        raise ValueError(f"{workdir} is not the ensemble of {name}'s runs: it averages {[str(p) for p in made_of]}, "
+                         f"not {[str(p) for p in wanted]} (make it with experiments.ensemble_mit1003 on those runs)")
+    return {
+        "members": members, "files": [f for m in members for f in singles[m]["files"]],
+        "backbones": [b for m in members for b in singles[m]["backbones"]], **run_entry(workdir, read_report(workdir)),
+    }
+
+
+def run_entry(workdir: Path, report: dict) -> dict:
+    """What a card entry says of the run behind it: source, figures, stopping protocol, command."""
+    arguments = report.get("command", {})
+    return {
+        "source": str(workdir.resolve()), "heldout": heldout_figures(report), "stopping": report["stopping"],
+        "stopping_protocol": STOPPING_NOTES[report["stopping"]], "command": made_by(arguments), "arguments": arguments,
+    }
+
+
+def card_entries(sources: dict[str, Path]) -> dict[str, dict]:
+    """Every source's card entry: single names first (the ensembles refer to them)."""
+    singles = {n: single_entry(n, w) for n, w in sources.items() if n in model.BUNDLED_MODELS}
+    joined = {n: ensemble_entry(n, w, sources, singles) for n, w in sources.items() if n not in singles}
+    return {**singles, **joined}
+
+
+def read_costs(path: Path) -> dict:
+    """The JSON of ``benchmarks.inference --tables bundled --costs-out``: {"ms_per_image": {name: ms}, ...}."""
+    costs = json.loads(path.read_text())
+    if not isinstance(costs.get("ms_per_image"), dict):
+        raise ValueError(f"{path} has no 'ms_per_image' table: write it with benchmarks.inference --costs-out")
+    return costs
+
+
+def add_costs(entries: dict[str, dict], costs: dict) -> None:
+    """Adds each entry's cost (ms per 1024x768 image, the machine, the command) where ``costs`` has it."""
+    for name, entry in entries.items():
+        if name in costs["ms_per_image"]:
+            entry["cost"] = {"ms_per_1024x768_image": costs["ms_per_image"][name],
+                             **{k: costs[k] for k in ("machine", "command") if k in costs}}
+
+
+def choose_default(entries: dict[str, dict]) -> str:
+    """`DEFAULT_RULE` applied to entries with costs: `PREFERRED` within `BUDGET_MS`, else the best that fits."""
+    cost = {n: e["cost"]["ms_per_1024x768_image"] for n, e in entries.items() if "cost" in e}
+    if cost.get(PREFERRED, math.inf) <= BUDGET_MS:
+        return PREFERRED
+    fits = [n for n in cost if cost[n] <= BUDGET_MS and "all_images" in entries[n]["heldout"]]
+    if not fits:
+        raise ValueError(f"no bundled name costs at most {BUDGET_MS:.0f} ms per 1024x768 image: {cost}")
+    return max(fits, key=lambda n: entries[n]["heldout"]["all_images"]["ig_explained_pct"])
+
+
+def check_default(entries: dict[str, dict], costs_given: bool) -> None:
+    """`model.DEFAULT_MODEL` must have an entry and, with costs, be `choose_default`'s pick."""
+    default = model.DEFAULT_MODEL
+    if default not in entries:
+        raise ValueError(f"the default {default!r} (model.DEFAULT_MODEL) gets no figures from these runs: "
+                         f"give its run as {default}=WORKDIR, or set DEFAULT_MODEL to one of {list(entries)}")
+    if costs_given and choose_default(entries) != default:
+        raise ValueError(f"the rule picks {choose_default(entries)!r}, not model.DEFAULT_MODEL = {default!r}: set "
+                         f"DEFAULT_MODEL = {choose_default(entries)!r} in src/deepgaze_jax/model.py and run this again")
+
+
+def copy_atomic(source: Path, target: Path) -> None:
+    """Copies ``source`` to ``target`` through a temporary file beside it, so ``target`` is never half-written."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def install(sources: dict[str, Path], card: dict) -> None:
+    """Copies the single names' ``mixture.npz`` into the assets, checks each loads by name, writes the card."""
+    model.ASSETS.mkdir(parents=True, exist_ok=True)
+    for name in card["models"]:
+        if name in model.BUNDLED_MODELS:
+            copy_atomic(sources[name] / "mixture.npz", model.bundled_model_path(name))
+    for name in card["models"]:
+        model.load_model(name)
+    write_atomic(model.ASSETS / CARD_NAME, json.dumps(card, indent=1) + "\n")
+
+
+def markdown_table(card: dict) -> str:
+    """The model card's table: one row per bundled name, the default in bold."""
+    lines = [
+        "| bundled name | backbones | IG explained % (all / 1024x768) | LL bits/fix | IG bits/fix | AUC | sAUC | "
+        "sAUC without centre bias | ms per 1024x768 image | stopping | made by |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in card["models"].items():
+        lines.append(markdown_row(name, entry, name == card["default"]))
+    return "\n".join(lines)
+
+
+def markdown_row(name: str, entry: dict, is_default: bool) -> str:
+    overall, paper = entry["heldout"].get("all_images", {}), entry["heldout"].get("paper_subset_1024x768", {})
+
+    def cell(scores: dict, key: str, digits: int) -> str:
+        return f"{scores[key]:.{digits}f}" if key in scores else "—"
+
+    cost = entry.get("cost", {}).get("ms_per_1024x768_image")
+    cells = [
+        f"**{name} (default)**" if is_default else name, " + ".join(entry["backbones"]),
+        f"{cell(overall, 'ig_explained_pct', 1)} / {cell(paper, 'ig_explained_pct', 1)}",
+        cell(overall, "ll_bits", 3), cell(overall, "ig_bits", 3), cell(overall, "auc", 3), cell(overall, "sauc", 3),
+        cell(overall, "sauc_no_centerbias", 3), "—" if cost is None else f"{cost:.0f}", entry["stopping"],
+        f"`{entry['command']}`",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def bundle(sources: dict[str, Path], costs_path: Path | None = None) -> dict:
+    """Checks everything, then installs the files and the card (`install`); returns the card."""
+    entries = card_entries(sources)
+    if costs_path is not None:
+        add_costs(entries, read_costs(costs_path))
+    check_default(entries, costs_path is not None)
+    card = {"format": CARD_FORMAT, "default": model.DEFAULT_MODEL, "default_rule": DEFAULT_RULE,
+            "budget_ms_per_1024x768_image": BUDGET_MS, "models": entries}
+    install(sources, card)
+    return card
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(argv)
+    try:
+        card = bundle(args.sources, args.costs)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"bundle_models: {exc}") from exc
+    print(markdown_table(card))
+    print(f"\nwrote {model.ASSETS / CARD_NAME}; default: {card['default']}"
+          + ("" if args.costs else " (cost not checked: pass --costs)"))
+    return card
+
+
+if __name__ == "__main__":
+    main()
