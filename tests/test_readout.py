@@ -4,6 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from reference_readout import iie_reference
+
 from deepgaze_jax.readout import (
     IIE_FEATURES,
     LAYER_NORM_EPS,
@@ -49,20 +51,6 @@ def test_readout_must_end_in_one_channel():
         Readout((4, 2)).init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 2, 3)))
 
 
-def _iie_reference(variables, x):
-    """DeepGaze IIE's saliency network spelled out: per-image LayerNorm (flax, no gain or shift) of the
-    fixed-standardised grid, then 8-16-1 Dense layers with softplus and a LayerNorm before each."""
-    stats, params = variables["stats"], variables["params"]
-    h = (x - stats["mean"]) / stats["std"]
-    for i in range(3):
-        if i > 0:
-            h = nn.softplus(h)
-        norm = nn.LayerNorm(epsilon=LAYER_NORM_EPS, use_bias=False, use_scale=False, reduction_axes=(1, 2, 3),
-                            use_fast_variance=False)
-        h = nn.Dense(params[f"layer{i}"]["kernel"].shape[1]).apply({"params": params[f"layer{i}"]}, norm.apply({}, h))
-    return h[..., 0]
-
-
 def _iie_variables(channels: int, key: int = 0):
     """IIE readout variables with random, non-trivial feature statistics."""
     readout = Readout(IIE_FEATURES, "iie")
@@ -84,7 +72,7 @@ def test_iie_readout_equals_layer_norm_and_dense_reference():
     # channels of different offsets and scales, per image different levels
     x = 5.0 + 3.0 * jax.random.normal(jax.random.PRNGKey(4), (3, 5, 6, 12)) * jnp.arange(1, 13)
     x = x * jnp.asarray([1.0, 0.1, 4.0])[:, None, None, None]
-    np.testing.assert_allclose(np.asarray(readout.apply(v, x)), np.asarray(_iie_reference(v, x)), rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(np.asarray(readout.apply(v, x)), np.asarray(iie_reference(v, x)), rtol=2e-5, atol=2e-5)
 
 
 def test_iie_readout_is_per_image():
@@ -116,7 +104,7 @@ def test_iie_readout_under_vmap_over_parameters_with_a_shared_grid():
     batched = jax.jit(jax.vmap(lambda v: readout.apply(v, x)))(stacked)
     for k, v in enumerate(models):
         np.testing.assert_allclose(np.asarray(batched[k]), np.asarray(readout.apply(v, x)), rtol=1e-5, atol=1e-5)
-    reference = _iie_reference(models[1], x.astype(jnp.float32))
+    reference = iie_reference(models[1], x.astype(jnp.float32))
     np.testing.assert_allclose(np.asarray(batched[1]), np.asarray(reference), rtol=0.05, atol=0.05)
 
 
