@@ -120,3 +120,19 @@ def test_iie_readout_is_finite_on_an_all_zero_grid_with_finite_gradients():
 def test_unknown_readout_kind_is_refused():
     with pytest.raises(ValueError, match="unknown readout kind 'iie2'"):
         Readout(IIE_FEATURES, "iie2").init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 2, 3)))
+
+
+@pytest.mark.parametrize("spec", ["paper", "iie"])
+def test_a_channel_constant_in_training_is_left_out(spec):
+    """Its std is floored at 1e-6 by the statistics: unignored, its bfloat16 rounding (or any value it takes
+    on an unseen image) would be multiplied by 1e6. Left out, it changes nothing, in float32 or bfloat16."""
+    readout = Readout(READOUTS[spec].features, READOUTS[spec].kind)
+    x = jax.random.normal(jax.random.PRNGKey(6), (2, 4, 5, 6)).at[..., 2].set(0.4)
+    v = readout.init(jax.random.PRNGKey(0), x)
+    v = {"params": v["params"], "stats": {"mean": jnp.full((6,), 0.4).at[:2].set(0.0), "std": jnp.ones(6).at[2].set(1e-6)}}
+    expected = readout.apply(v, x)
+    unseen = readout.apply(v, x.at[0, 1, 1, 2].set(3.0))
+    np.testing.assert_allclose(np.asarray(unseen), np.asarray(expected), rtol=1e-6, atol=1e-6)
+    low = readout.apply(v, x.astype(jnp.bfloat16))
+    np.testing.assert_allclose(np.asarray(low), np.asarray(expected), rtol=0.05, atol=0.05)
+    assert float(jnp.max(jnp.abs(expected))) > 0.1

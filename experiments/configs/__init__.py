@@ -102,7 +102,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     return args
 
 
-def model_config(backbone: str = "efficientnet_lite0", readout: str = "paper", taps: tuple[str, ...] | None = None) -> ModelConfig:
+def model_config(
+    backbone: str = "efficientnet_lite0", readout: str = "paper", taps: tuple[str, ...] | None = None
+) -> ModelConfig:
     """The paper's model on ``backbone`` with readout ``readout`` (a key of `READOUTS`: the paper's
     16-32-2-1, a linear one (DeepGaze I) or DeepGaze IIE's 8-16-1) reading ``taps`` (None: the
     backbone's default taps); ValueError naming an unknown tap."""
@@ -126,7 +128,8 @@ def taps_flag(text: str) -> tuple[str, ...]:
 
 
 def add_model_and_training_args(parser: argparse.ArgumentParser) -> None:
-    """--config, --backbone, --readout, --taps, --optimizer, --max-epochs, seeds, --cache-dir, --batch-size, --learning-rate.
+    """--config, --backbone, --readout, --taps, --optimizer, --max-epochs, seeds, --cache-dir, --batch-size,
+    --learning-rate.
 
     Parse with `parse_args`, which applies ``--config`` and resolves the seeds.
     """
@@ -135,8 +138,8 @@ def add_model_and_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--readout", default="paper", choices=sorted(READOUTS),
                         help="paper 16-32-2-1, linear (DeepGaze I) or iie (DeepGaze IIE's LayerNorm + softplus 8-16-1)")
     parser.add_argument("--taps", type=taps_flag, default=None,
-                        help="comma-separated backbone taps (default: the backbone's), e.g. block10_depthwise,block14_project "
-                             "(EfficientNet-Lite names: deepgaze_jax.backbones.efficientnet_lite)")
+                        help="comma-separated backbone taps (default: the backbone's), e.g. "
+                             "block10_depthwise,block14_project (names: deepgaze_jax.backbones.efficientnet_lite)")
     parser.add_argument("--optimizer", default="lbfgs", choices=("lbfgs", "adam"))
     parser.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
     parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate, help="Adam only")

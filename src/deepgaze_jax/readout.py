@@ -12,6 +12,10 @@ the backbone. The standardisation is folded into the first layer
 (`StandardizedDense`: (x - m) / s @ W + b = x @ (W / s) + (b - (m / s) @ W)), so the
 grid enters the matmul as stored: a bfloat16 grid is multiplied in bfloat16 with
 float32 accumulation (no standardised float32 copy of it), any other grid in float32.
+A channel whose training std is below `CONSTANT_STD` (constant on the training images, e.g. the
+dead channels of EfficientNet-Lite0's ``block10_depthwise``) is standardised to 0: it carries
+nothing to learn from, and dividing by its floored std would multiply its rounding noise (and any
+value it takes on an unseen image) by up to 1e6, in the folded weights too.
 
 Kind ``"iie"``: the saliency network of DeepGaze IIE (Linardos et al. 2021; ``deepgaze2e.py``
 of the DeepGaze repository), 1x1 convolutions of 8, 16 and 1 channels with softplus between
@@ -50,6 +54,9 @@ KINDS = ("deepgaze2", "iie")
 """Readout kinds: DeepGaze II's (fixed standardisation, ReLU) and DeepGaze IIE's (LayerNorm, softplus)."""
 LAYER_NORM_EPS = 1e-6
 """Added to the per-image variance of every LayerNorm of the ``"iie"`` kind."""
+CONSTANT_STD = 1e-4
+"""Channels of a smaller training std are standardised to 0 (module docstring); below the float16
+feature cache's resolution for activations of unit scale."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +88,11 @@ def _grid_matmul(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     return jnp.dot(x.astype(compute), kernel.astype(compute), preferred_element_type=jnp.float32)
 
 
+def inverse_std(std: jnp.ndarray) -> jnp.ndarray:
+    """1 / ``std`` per channel, 0 for a channel of std below `CONSTANT_STD` (standardised to 0)."""
+    return jnp.where(std >= CONSTANT_STD, 1.0 / jnp.maximum(std, CONSTANT_STD), 0.0)
+
+
 class StandardizedDense(nn.Module):
     """``nn.Dense`` (same parameters and initialisation) over inputs standardised by ``mean``, ``std``."""
 
@@ -89,7 +101,8 @@ class StandardizedDense(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, mean: jnp.ndarray, std: jnp.ndarray) -> jnp.ndarray:
         kernel, bias = _first_layer_params(self, x.shape[-1])
-        return _grid_matmul(x, kernel / std[:, None]) + (bias - (mean / std) @ kernel)
+        scaled = kernel * inverse_std(std)[:, None]
+        return _grid_matmul(x, scaled) + (bias - mean @ scaled)
 
 
 def image_moments(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -102,12 +115,13 @@ def image_moments(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
 
 def standardized_image_stats(x: jnp.ndarray, mean: jnp.ndarray, std: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Mean and std (``LAYER_NORM_EPS`` added to the variance) over positions and channels of
-    z = (x - mean) / std, per image: (B,), (B,). From `image_moments` by the law of total variance:
-    var z = mean_c (v_c / s_c^2 + (d_c - mu)^2), d_c = (a_c - m_c) / s_c, mu = mean_c d_c."""
+    z = (x - mean) / std (`inverse_std`), per image: (B,), (B,). From `image_moments` by the law of
+    total variance: var z = mean_c (v_c / s_c^2 + (d_c - mu)^2), d_c = (a_c - m_c) / s_c, mu = mean_c d_c."""
     channel_mean, channel_var = image_moments(x)
-    centred = (channel_mean - mean) / std
+    inverse = inverse_std(std)
+    centred = (channel_mean - mean) * inverse
     mu = jnp.mean(centred, axis=-1)
-    var = jnp.mean(channel_var / jnp.square(std) + jnp.square(centred - mu[:, None]), axis=-1)
+    var = jnp.mean(channel_var * jnp.square(inverse) + jnp.square(centred - mu[:, None]), axis=-1)
     return mu, jnp.sqrt(var + LAYER_NORM_EPS)
 
 
@@ -120,7 +134,7 @@ class LayerNormedDense(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, mean: jnp.ndarray, std: jnp.ndarray) -> jnp.ndarray:
         kernel, bias = _first_layer_params(self, x.shape[-1])
-        scaled = kernel / std[:, None]
+        scaled = kernel * inverse_std(std)[:, None]
         mu, sigma = standardized_image_stats(x, mean, std)
         offset = mean @ scaled + mu[:, None] * jnp.sum(kernel, axis=0)
         return (_grid_matmul(x, scaled) - offset[:, None, None, :]) / sigma[:, None, None, None] + bias
