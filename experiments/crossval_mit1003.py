@@ -59,7 +59,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     configs.start(args)
-    config = configs.model_config(args.backbone, args.readout)
+    config = configs.model_config_of(args)
     try:
         init = None if args.init is None else load_init(args.init, config)
     except ValueError as exc:

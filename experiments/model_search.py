@@ -34,7 +34,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from deepgaze_jax import crossvalidation
+from deepgaze_jax import batched_training, crossvalidation
 from deepgaze_jax.data import datasets, mit1003
 from deepgaze_jax.data.datasets import Dataset
 from deepgaze_jax.dataset_training import crossvalidate_dataset, write_report
@@ -71,11 +71,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def crossvalidate_candidate(
     name: str, experiment: Experiment, dataset: Dataset, workdir: Path, cache_dir: Path, log: Callable[[str], None],
 ) -> dict:
-    """Crossvalidates candidate ``name`` with inner stopping into ``workdir`` (resumable); returns its report."""
+    """Crossvalidates candidate ``name`` with inner stopping into ``workdir`` (resumable); returns its report.
+
+    The folds train all at once where the optimiser allows it (`batched_training.trainable_at_once`), as
+    `experiments.crossval_mit1003` does by default."""
     title = f"MIT1003 model search, candidate {name}: {experiment.model.backbone}, inner stopping"
     _, report = crossvalidate_dataset(
         dataset, experiment.model, experiment.training, workdir, cache_dir, title, num_folds=experiment.folds,
         fold_seed=experiment.fold_seed, command={"model_search_candidate": name}, log=log, stopping="inner",
+        seeds=experiment.seeds, at_once=batched_training.trainable_at_once(experiment.training),
     )
     return report
 

@@ -87,7 +87,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Nam
 def main(argv: list[str] | None = None) -> Path:
     parser, args = parse(argv)
     configs.start(args)
-    config = configs.model_config(args.backbone, args.readout)
+    config = configs.model_config_of(args)
     try:
         images, eye, mouse = load_osie(args.data_dir, args.mouse_source)
     except FileNotFoundError as exc:

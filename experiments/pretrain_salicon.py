@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--workdir", type=Path, default=Path("runs/pretrain_salicon"))
     args = configs.parse_args(parser, argv)
     configs.start(args)
-    config = configs.model_config(args.backbone, args.readout)
+    config = configs.model_config_of(args)
     train_config = configs.train_config(args)
 
     try:

@@ -3,13 +3,17 @@ import functools
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference_readout import iie_reference
 
 from deepgaze_jax import batched_training as B
 from deepgaze_jax import checkpoints as C
 from deepgaze_jax import input_pipeline as I
 from deepgaze_jax import training as T
+from deepgaze_jax.finalizer import Finalizer
+from deepgaze_jax.likelihood import fixation_counts, log_likelihood_per_image
 from deepgaze_jax.model import SaliencyHead, centerbias_on_grid
 from synthetic import CONFIG, make_data
 
@@ -151,3 +155,46 @@ def test_chunking_covers_every_image_in_equal_chunks():
 def test_adam_is_refused():
     with pytest.raises(ValueError, match="fold by fold"):
         B.make_batched_steps(CONFIG, T.TrainConfig(optimizer="adam"))
+
+
+def _reference_nll(config, variables, grids, fixations, template, images):
+    """Mean NLL vs uniform (nats/fix) of ``images`` image by image: `reference_readout.iie_reference`, the
+    finalizer and the fixation counts, no pooling, chunking, vmap or custom gradient."""
+    finalizer = Finalizer(cell=config.cell, init_sigma=config.init_sigma, max_sigma=config.max_sigma)
+    total, fixations_total = 0.0, 0.0
+    for i in images:
+        grid = jnp.asarray(grids[i], jnp.float32)[None]
+        shape = B.density_shape(fixations, i, config.cell)
+        counts = jnp.asarray(fixation_counts(fixations, [i], shape, config.cell))
+        log_cb = jnp.asarray(centerbias_on_grid(template, shape))[None]
+        log_density = finalizer.apply({"params": variables["params"]["finalizer"]},
+                                      iie_reference({"params": variables["params"]["readout"],
+                                                     "stats": variables["stats"]["readout"]}, grid), log_cb)
+        total += jnp.sum(log_likelihood_per_image(log_density, counts))
+        fixations_total += jnp.sum(counts)
+    return -total / fixations_total
+
+
+def test_iie_readout_trains_batched_as_the_reference_computes_it(setup):
+    """K = 3 IIE models under vmap over one shared pool: each model's training and validation NLL and its
+    training gradient equal the image-by-image reference's to float32 rounding."""
+    grids, fixations, templates, trains, vals, _ = setup
+    config = dataclasses.replace(CONFIG, readout_features=(8, 16, 1), readout_kind="iie")
+    sums = I.feature_sums(grids)
+    states = [T.create_train_state(config, CFG, I.stats_from_sums(sums, t), key=jax.random.PRNGKey(10 + k))
+              for k, t in enumerate(trains)]
+    groups, models = pool(setup)
+    train_nll, val_nll = B.make_batched_steps(config, CFG).evaluate(B.stack_states(states), models, groups)
+    for k, state in enumerate(states):
+        variables = {"params": state.params, "stats": state.stats}
+        for got, images in ((train_nll[k], trains[k]), (val_nll[k], vals[k])):
+            expected = _reference_nll(config, variables, grids, fixations, templates[k], images)
+            np.testing.assert_allclose(float(got), float(expected), rtol=1e-5)
+    loss = B.make_model_loss(config, I.data_mesh())
+    model = jax.tree_util.tree_map(lambda x: x[0], models)
+    got = jax.grad(lambda p: loss(p, states[0].stats, model.log_centerbias, model.train, model.val, groups)[0])(
+        states[0].params)
+    expected = jax.grad(lambda p: _reference_nll(config, {"params": p, "stats": states[0].stats}, grids, fixations,
+                                                 templates[0], trains[0]))(states[0].params)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)

@@ -1,5 +1,6 @@
 """Experiment configurations: each file reproduces its README row's flags; --config and the seeds."""
 
+import dataclasses
 import importlib
 from pathlib import Path
 
@@ -27,11 +28,18 @@ def test_every_config_loads_and_names_its_run_command(name):
                "--stopping", "heldout", "--line-search", "zoom"]),
     ("lite1_inner", ["--backbone", "efficientnet_lite1", "--no-pretrain", "--workdir", "runs/crossval_lite1_inner",
                      "--stopping", "inner"]),
+    ("lite0_iie", ["--backbone", "efficientnet_lite0", "--readout", "iie", "--no-pretrain", "--workdir",
+                   "runs/crossval_lite0_iie", "--stopping", "inner"]),
+    ("lite0_taps", ["--backbone", "efficientnet_lite0", "--taps", "block8_depthwise,block10_depthwise,block14_project",
+                    "--no-pretrain", "--workdir", "runs/crossval_lite0_taps", "--stopping", "inner"]),
+    ("lite0_iie_taps", ["--backbone", "efficientnet_lite0", "--readout", "iie", "--taps",
+                        "block8_depthwise,block10_depthwise,block14_project", "--no-pretrain", "--workdir",
+                        "runs/crossval_lite0_iie_taps", "--stopping", "inner"]),
 ])
 def test_config_equals_the_readme_flags(name, flags):
     by_config, by_flags = crossval_mit1003.parse(["--config", name]), crossval_mit1003.parse(flags)
     for args in (by_config, by_flags):
-        assert configs.model_config(args.backbone, args.readout) == configs.get(name).model
+        assert configs.model_config_of(args) == configs.get(name).model
         assert configs.train_config(args) == configs.get(name).training
     for key in ("workdir", "folds", "fold_seed", "init_seed", "no_pretrain", "init", "stopping", "seeds"):
         assert getattr(by_config, key) == getattr(by_flags, key), key
@@ -62,3 +70,29 @@ def test_a_run_needs_a_start_or_a_config_and_unknown_configs_fail():
         crossval_mit1003.parse([])
     with pytest.raises(ValueError, match="unknown experiment config"):
         configs.get("nope")
+
+
+@pytest.mark.parametrize("name, readout_kind, channels", [
+    ("lite0_iie", "iie", 432), ("lite0_taps", "deepgaze2", 1344), ("lite0_iie_taps", "iie", 1344)])
+def test_model_search_candidates_differ_from_lite0_inner_only_in_readout_and_taps(name, readout_kind, channels):
+    base, candidate = configs.get("lite0_inner"), configs.get(name)
+    assert candidate.model.readout_kind == readout_kind and candidate.model.num_channels() == channels
+    assert candidate.model.grid_stride() == 16
+    assert dataclasses.replace(candidate.model, taps=None, readout_kind="deepgaze2",
+                               readout_features=base.model.readout_features) == base.model
+    assert dataclasses.replace(candidate, model=base.model, workdir=base.workdir) == base
+    assert f"{channels} channels" in importlib.import_module(f"experiments.configs.{name}").__doc__
+
+
+def test_flag_defaults_carry_readout_and_taps():
+    defaults = configs.flag_defaults(configs.get("lite0_iie_taps"))
+    assert defaults["readout"] == "iie" and defaults["taps"] == ("block8_depthwise", "block10_depthwise", "block14_project")
+    assert configs.flag_defaults(configs.get("lite0_inner"))["taps"] is None
+
+
+def test_taps_flag_refuses_unknown_taps_with_the_choices(capsys):
+    with pytest.raises(SystemExit):
+        crossval_mit1003.parse(["--no-pretrain", "--taps", "stage5,block10_dw"])
+    assert "unknown taps ['block10_dw'] of efficientnet_lite0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="block10_depthwise"):
+        configs.model_config("efficientnet_lite0", "paper", ("block99",))

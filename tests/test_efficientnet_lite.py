@@ -33,15 +33,24 @@ def _torch_model(variant: str, image_size):
 
 
 def _torch_taps(model, images: np.ndarray, ends: dict[str, int]) -> dict[str, np.ndarray]:
-    """Stem, every block and head of the torch model; stage taps picked at ``ends``."""
+    """Stem, every block (its batch-normed depthwise and projection convolutions, hooked at ``_bn1``
+    and ``_bn2``, and its output) and head of the torch model; stage taps picked at ``ends``."""
+    outputs = {}
+
+    def keep(name):
+        return lambda module, inputs, output: outputs.__setitem__(name, output)
+
+    for i, block in enumerate(model._blocks):
+        block._bn1.register_forward_hook(keep(f"block{i}_depthwise"))
+        block._bn2.register_forward_hook(keep(f"block{i}_project"))
     x = torch.from_numpy((images - 127.0) / 128.0).permute(0, 3, 1, 2)
     with torch.no_grad():
         x = model._swish(model._bn0(model._conv_stem(x)))
-        outputs, blocks = {"stem": x}, []
+        outputs["stem"], blocks = x, []
         for block in model._blocks:
             x = block(x)
             blocks.append(x)
-        outputs |= {stage: blocks[i] for stage, i in ends.items()}
+        outputs |= {f"block{i}": b for i, b in enumerate(blocks)} | {stage: blocks[i] for stage, i in ends.items()}
         outputs["head"] = model._swish(model._bn1(model._conv_head(x)))
     assert len(blocks) == len(model._blocks)
     return {k: v.permute(0, 2, 3, 1).numpy() for k, v in outputs.items()}
@@ -122,6 +131,36 @@ def test_documented_shapes(variant, all_taps):
         stride = backbone.strides[tap]
         assert array.shape == (1, height // stride, width // stride, backbone.channels[tap]), tap
         assert array.dtype == np.float32
+
+
+def test_block_taps_name_the_blocks_layers():
+    spec = lite.VARIANTS["efficientnet_lite0"]
+    backbone = get_backbone("efficientnet_lite0")
+    assert [spec.stage_ends[f"stage{n}"] for n in (5, 6, 7)] == [10, 14, 15]
+    expected = {"block8_depthwise": (16, 80 * 6), "block10_depthwise": (16, 112 * 6), "block14_project": (32, 192),
+                "block11_depthwise": (32, 112 * 6), "block14": (32, 192), "block0_depthwise": (2, 32)}
+    assert {t: (backbone.strides[t], backbone.channels[t]) for t in expected} == expected
+    assert {t: backbone.strides[t] for t in ("block10", "stage5")} == {"block10": 16, "stage5": 16}
+    assert len(backbone.strides) == 2 + 7 + 3 * len(spec.blocks)
+
+
+def test_block_taps_differ_where_the_block_has_a_skip(variant, all_taps):
+    """A stride-1 block with equal widths adds its input after the projection; the first block of a stage does not."""
+    name = variant[0]
+    ends = lite.VARIANTS[name].stage_ends
+    _, got = all_taps
+    first = ends["stage4"] + 1
+    np.testing.assert_array_equal(got[f"block{first}_project"], got[f"block{first}"])
+    last = ends["stage5"]
+    skip = got[f"block{last}"] - got[f"block{last}_project"]
+    np.testing.assert_allclose(skip, got[f"block{last - 1}"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("tap", ["block16", "block3_expand", "block_depthwise", "stage8"])
+def test_unknown_taps_are_refused(tap):
+    weights = {}
+    with pytest.raises(ValueError, match="unknown taps"):
+        lite.features(weights, np.zeros((1, 32, 32, 3), np.float32), taps=("stage5", tap), variant="efficientnet_lite0")
 
 
 def test_registry_names_every_variant():

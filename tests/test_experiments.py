@@ -195,6 +195,8 @@ def test_model_search_picks_each_fold_on_its_stopping_part(tmp_path, mit_root):
         for heldout in (cv.HELDOUT, cv.HELDOUT_NO_CB):  # fold k of the picks is fold k of its pick
             got, want = cv.fold_heldout(Path(table["selected_workdir"]), k, heldout), cv.fold_heldout(tmp_path / "search" / pick, k, heldout)
             assert sorted(got) == sorted(want) and all(np.array_equal(got[i], want[i]) for i in got)
+    for name in rows:  # Wolfe line search (TrainConfig's default): the folds train at once, as crossval_mit1003's
+        assert [p.name for p in (tmp_path / "search" / name / "batched").iterdir()] == ["seeds1_folds_0_1_2"]
     assert table["selected"]["overall"].keys() == set(model_search.SCORE_KEYS)
     assert 0.0 <= table["selected"]["overall"]["sauc_no_centerbias"] <= 1.0
     assert json.loads(out.with_suffix(".json").read_text()) == table
@@ -208,7 +210,8 @@ def test_model_search_picks_each_fold_on_its_stopping_part(tmp_path, mit_root):
 
 
 def test_model_search_candidates_are_single_configs():
-    assert model_search.parse([]).config == ["lite0", "lite2", "lite0_inner", "lite1_inner", "lite2_inner"]
+    assert model_search.parse([]).config == ["lite0", "lite2", "lite0_inner", "lite1_inner", "lite2_inner", "lite0_iie",
+                                             "lite0_taps", "lite0_iie_taps"]
     for argv in (["--config", "lite0"], ["--config", "lite0", "--config", "ensemble"], ["--config", "lite0"] * 2):
         with pytest.raises(SystemExit):
             model_search.parse(argv)

@@ -288,3 +288,35 @@ def test_ensembles_flatten_and_check_their_members(config):
         Ensemble((a, b), ("x",))
     with pytest.raises(ValueError, match="list of models"):
         ensemble_members([])
+
+
+# --- the DeepGaze IIE readout kind ---------------------------------------------------------------
+
+IIE = ModelConfig(backbone="fake", readout_features=(8, 16, 1), readout_kind="iie")
+
+
+def test_readout_kind_is_written_only_when_not_the_default():
+    """Model files and run setups (setup.json) written before the field existed read back equal."""
+    assert "readout_kind" not in json.loads(ModelConfig(backbone="fake").to_json())
+    assert json.loads(IIE.to_json())["readout_kind"] == "iie" and ModelConfig.from_json(IIE.to_json()) == IIE
+    old = {k: v for k, v in json.loads(ModelConfig(backbone="fake").to_json()).items()}
+    assert ModelConfig.from_json(json.dumps(old)).readout_kind == "deepgaze2"
+
+
+def test_iie_model_saves_loads_and_gives_normalised_densities(tmp_path):
+    params = init_params(IIE, jax.random.PRNGKey(4), num_components=2)
+    save_model(params, tmp_path / "iie.npz")
+    loaded = load_model(tmp_path / "iie.npz")
+    assert loaded.config == IIE and loaded.num_components == 2
+    images = jnp.asarray(np.random.default_rng(2).integers(0, 256, (2, 64, 96, 3)), jnp.float32)
+    log_cb = jnp.broadcast_to(centerbias_on_grid(None, (16, 24)), (2, 16, 24))
+    out = np.asarray(log_density_grid(loaded, images, log_cb))
+    np.testing.assert_allclose(out, np.asarray(log_density_grid(params, images, log_cb)), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(jax.nn.logsumexp(out, axis=(1, 2))), 0.0, atol=1e-5)
+    assert np.ptp(out) > 0
+
+
+def test_iie_file_with_another_kind_or_paper_head_is_refused(saved):
+    _refused(_rewritten(saved, {"meta": _meta({"readout_kind": "iie3"})}), "unknown readout kind 'iie3'")
+    _refused(_rewritten(saved, {"meta": _meta({"readout_kind": "iie", "readout_features": [8, 16, 1]})}),
+             "does not fit its config")

@@ -182,3 +182,13 @@ def test_extreme_finite_centerbias_gives_finite_densities(params, template):
     assert_density(out, (384, 512))
     if np.ptp(template) == 0:  # a constant log density is the uniform one
         np.testing.assert_allclose(out, predict_density(params, img, centerbias="uniform"), atol=1e-5)
+
+
+@pytest.mark.parametrize("value", [0, 255, None], ids=["black", "white", "random"])
+def test_iie_readout_predicts_normalised_finite_densities(value):
+    """The per-image LayerNorm of a constant image divides by its eps-floored std only."""
+    config = ModelConfig(backbone="fake", readout_features=(8, 16, 1), readout_kind="iie")
+    iie = init_params(config, jax.random.PRNGKey(1))
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (200, 300, 3), dtype=np.uint8) if value is None else np.full((200, 300, 3), value, np.uint8)
+    assert_density(predict_density(iie, image), image.shape[:2])

@@ -17,16 +17,17 @@ from pathlib import Path
 
 import jax
 
-from deepgaze_jax.backbones import BACKBONES
+from deepgaze_jax.backbones import BACKBONES, get_backbone
 from deepgaze_jax.crossvalidation import STOPPING, STOPPING_HELP
 from deepgaze_jax.model import ModelConfig
-from deepgaze_jax.readout import READOUTS
+from deepgaze_jax.readout import READOUTS, ReadoutSpec
 from deepgaze_jax.training import LINE_SEARCHES, TrainConfig
 
 DEFAULT_CACHE_DIR = Path("cache/features")
 
 
-NAMES = ("lite0", "lite2", "ensemble", "lite0_inner", "lite1_inner", "lite2_inner", "ensemble_inner")
+NAMES = ("lite0", "lite2", "ensemble", "lite0_inner", "lite1_inner", "lite2_inner", "ensemble_inner",
+         "lite0_iie", "lite0_taps", "lite0_iie_taps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +35,8 @@ class Experiment:
     """One reported run.
 
     Attributes:
-      model: the model configuration (built by `model_config`, so ``--backbone`` / ``--readout`` express it).
+      model: the model configuration (built by `model_config`, so ``--backbone`` / ``--readout`` / ``--taps``
+        express it).
       training: the training configuration; its ``seed`` is the initialisation seed.
       folds: crossvalidation folds over the images.
       fold_seed: seed of the split of images into folds.
@@ -64,16 +66,18 @@ def get(name: str) -> Experiment:
 
 def flag_defaults(experiment: Experiment) -> dict:
     """The flag values (argparse dests) that reproduce ``experiment``'s model and training configs."""
-    readout = next((k for k, v in READOUTS.items() if v == experiment.model.readout_features), None)
-    if readout is None or model_config(experiment.model.backbone, readout) != experiment.model:
-        raise ValueError(f"{experiment.model} is not expressible by --backbone / --readout; build it with model_config")
+    model = experiment.model
+    spec = ReadoutSpec(model.readout_kind, model.readout_features)
+    readout = next((k for k, v in READOUTS.items() if v == spec), None)
+    if readout is None or model_config(model.backbone, readout, model.taps) != model:
+        raise ValueError(f"{model} is not expressible by --backbone / --readout / --taps; build it with model_config")
     t = experiment.training
     flags = TrainConfig(optimizer=t.optimizer, max_epochs=t.max_epochs, learning_rate=t.learning_rate,
                         batch_size=t.batch_size, weight_decay=t.weight_decay, seed=t.seed, line_search=t.line_search)
     if flags != t:
         raise ValueError(f"{t} sets fields the training flags cannot; leave them at their defaults")
     return dict(
-        backbone=experiment.model.backbone, readout=readout, optimizer=t.optimizer, max_epochs=t.max_epochs,
+        backbone=model.backbone, readout=readout, taps=model.taps, optimizer=t.optimizer, max_epochs=t.max_epochs,
         learning_rate=t.learning_rate, batch_size=t.batch_size, weight_decay=t.weight_decay, folds=experiment.folds,
         line_search=t.line_search, seeds=experiment.seeds,
         config_fold_seed=experiment.fold_seed, config_init_seed=t.seed, stopping=experiment.stopping,
@@ -89,24 +93,53 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     if known.config is not None:
         parser.set_defaults(**flag_defaults(get(known.config)))
     args = parser.parse_args(argv)
+    try:
+        model_config_of(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     args.fold_seed = next(s for s in (args.fold_seed, args.seed, args.config_fold_seed) if s is not None)
     args.init_seed = next(s for s in (args.init_seed, args.seed, args.config_init_seed) if s is not None)
     return args
 
 
-def model_config(backbone: str = "efficientnet_lite0", readout: str = "paper") -> ModelConfig:
-    """The paper's model on ``backbone`` with the paper's (16-32-2-1) or a linear (DeepGaze I) readout."""
-    return ModelConfig(backbone=backbone, readout_features=READOUTS[readout])
+def model_config(
+    backbone: str = "efficientnet_lite0", readout: str = "paper", taps: tuple[str, ...] | None = None
+) -> ModelConfig:
+    """The paper's model on ``backbone`` with readout ``readout`` (a key of `READOUTS`: the paper's
+    16-32-2-1, a linear one (DeepGaze I) or DeepGaze IIE's 8-16-1) reading ``taps`` (None: the
+    backbone's default taps); ValueError naming an unknown tap."""
+    if taps is not None:
+        available = get_backbone(backbone).strides
+        unknown = [tap for tap in taps if tap not in available]
+        if unknown or not taps:
+            raise ValueError(f"--taps: unknown taps {unknown} of {backbone}; choose from {', '.join(available)}")
+    spec = READOUTS[readout]
+    return ModelConfig(backbone=backbone, taps=taps, readout_features=spec.features, readout_kind=spec.kind)
+
+
+def model_config_of(args: argparse.Namespace) -> ModelConfig:
+    """The `model_config` of parsed ``--backbone``, ``--readout`` and ``--taps``."""
+    return model_config(args.backbone, args.readout, args.taps)
+
+
+def taps_flag(text: str) -> tuple[str, ...]:
+    """``--taps`` as a tuple: comma-separated tap names, e.g. ``block8_depthwise,block10_depthwise``."""
+    return tuple(tap.strip() for tap in text.split(","))
 
 
 def add_model_and_training_args(parser: argparse.ArgumentParser) -> None:
-    """--config, --backbone, --readout, --optimizer, --max-epochs, seeds, --cache-dir, --batch-size, --learning-rate.
+    """--config, --backbone, --readout, --taps, --optimizer, --max-epochs, seeds, --cache-dir, --batch-size,
+    --learning-rate.
 
     Parse with `parse_args`, which applies ``--config`` and resolves the seeds.
     """
     parser.add_argument("--config", choices=NAMES, default=None, help="an experiments/configs/<name>.py as defaults")
     parser.add_argument("--backbone", default="efficientnet_lite0", help=f"one of {', '.join(BACKBONES)}")
-    parser.add_argument("--readout", default="paper", choices=sorted(READOUTS), help="paper 16-32-2-1 or linear (DeepGaze I)")
+    parser.add_argument("--readout", default="paper", choices=sorted(READOUTS),
+                        help="paper 16-32-2-1, linear (DeepGaze I) or iie (DeepGaze IIE's LayerNorm + softplus 8-16-1)")
+    parser.add_argument("--taps", type=taps_flag, default=None,
+                        help="comma-separated backbone taps (default: the backbone's), e.g. "
+                             "block10_depthwise,block14_project (names: deepgaze_jax.backbones.efficientnet_lite)")
     parser.add_argument("--optimizer", default="lbfgs", choices=("lbfgs", "adam"))
     parser.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
     parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate, help="Adam only")

@@ -47,6 +47,9 @@ class ModelConfig:
       backbone: registry name (`backbones.registered()`; `backbones.register` adds one).
       taps: backbone taps to read out; None takes the backbone's default taps.
       readout_features: widths of the 1x1 layers, paper (16, 32, 2, 1); (1,) is linear.
+      readout_kind: `readout.KINDS`: "deepgaze2" (fixed standardisation, ReLU) or "iie" (DeepGaze IIE's
+        per-image LayerNorm and softplus); written to JSON only when not "deepgaze2", so model files
+        and run setups from before the field existed read back equal.
       long_side: longer side of the working space in pixels (paper: 1024 / 2 = 512).
       cell: density-grid cell size in working pixels.
       init_sigma, max_sigma: blur width at initialisation and its upper bound (working pixels).
@@ -59,6 +62,7 @@ class ModelConfig:
     cell: int = 4
     init_sigma: float = 16.0
     max_sigma: float = 64.0
+    readout_kind: str = "deepgaze2"
 
     def get_backbone(self) -> Backbone:
         return get_backbone(self.backbone)
@@ -76,7 +80,10 @@ class ModelConfig:
         return sum(channels[t] for t in self.resolved_taps())
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+        fields = dataclasses.asdict(self)
+        if fields["readout_kind"] == ModelConfig.readout_kind:
+            del fields["readout_kind"]
+        return json.dumps(fields)
 
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
@@ -94,7 +101,7 @@ class SaliencyHead(nn.Module):
 
     @nn.compact
     def __call__(self, grid: jnp.ndarray, log_centerbias: jnp.ndarray) -> jnp.ndarray:
-        saliency = Readout(self.config.readout_features, name="readout")(grid)
+        saliency = Readout(self.config.readout_features, self.config.readout_kind, name="readout")(grid)
         finalizer = Finalizer(
             cell=self.config.cell, init_sigma=self.config.init_sigma, max_sigma=self.config.max_sigma,
             name="finalizer",

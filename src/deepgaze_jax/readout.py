@@ -12,10 +12,36 @@ the backbone. The standardisation is folded into the first layer
 (`StandardizedDense`: (x - m) / s @ W + b = x @ (W / s) + (b - (m / s) @ W)), so the
 grid enters the matmul as stored: a bfloat16 grid is multiplied in bfloat16 with
 float32 accumulation (no standardised float32 copy of it), any other grid in float32.
+A channel whose training std is below `CONSTANT_STD` (constant on the training images, e.g. the
+dead channels of EfficientNet-Lite0's ``block10_depthwise``) is standardised to 0: it carries
+nothing to learn from, and dividing by its floored std would multiply its rounding noise (and any
+value it takes on an unseen image) by up to 1e6, in the folded weights too.
+
+Kind ``"iie"``: the saliency network of DeepGaze IIE (Linardos et al. 2021; ``deepgaze2e.py``
+of the DeepGaze repository), 1x1 convolutions of 8, 16 and 1 channels with softplus between
+them and a LayerNorm before each. Its LayerNorm (``deepgaze_pytorch.layers.LayerNorm``) takes
+one mean and one variance per image over all channels *and positions* (torch ``layer_norm``
+over (C, H, W)), eps 1e-12; `LAYER_NORM_EPS` here. Differences, each documented where it is made:
+
+* the first LayerNorm normalises the fixed-standardised features (IIE: the raw ones), so that
+  every channel counts equally in the image's statistics whatever its scale; the other two
+  normalise the hidden layers as IIE does;
+* the LayerNorms have no gain and shift of their own: each feeds a 1x1 convolution, which
+  absorbs a per-channel gain and shift exactly (the same functions), and the weight decay on
+  the kernels would not reach them;
+* the last layer is linear (IIE ends in a softplus that feeds its fixation-selection network, a
+  further 1-128-16-1 network of the saliency value alone, not built here).
+
+The first layer still takes one matmul over the grid as stored (`LayerNormedDense`): with
+z = (x - m) / s and u = (z - mu) / sigma (mu, sigma per image),
+u @ W = (x @ (W / s) - m @ (W / s) - mu 1^T W) / sigma, where mu and sigma come from each
+channel's per-image mean and squared deviation (two float32 reductions over the grid that do
+not depend on the parameters, so vmapped models share them; no cancellation: `image_moments`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import flax.linen as nn
@@ -23,8 +49,48 @@ import jax.numpy as jnp
 
 PAPER_FEATURES = (16, 32, 2, 1)
 LINEAR_FEATURES = (1,)
-READOUTS = {"paper": PAPER_FEATURES, "linear": LINEAR_FEATURES}
-"""Readouts by command-line name: the paper's 16-32-2-1, and DeepGaze I's linear one."""
+IIE_FEATURES = (8, 16, 1)
+KINDS = ("deepgaze2", "iie")
+"""Readout kinds: DeepGaze II's (fixed standardisation, ReLU) and DeepGaze IIE's (LayerNorm, softplus)."""
+LAYER_NORM_EPS = 1e-6
+"""Added to the per-image variance of every LayerNorm of the ``"iie"`` kind."""
+CONSTANT_STD = 1e-4
+"""Channels of a smaller training std are standardised to 0 (module docstring); below the float16
+feature cache's resolution for activations of unit scale."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadoutSpec:
+    """A readout by its `ModelConfig` fields: ``kind`` (one of `KINDS`) and the layer widths."""
+
+    kind: str
+    features: tuple[int, ...]
+
+
+READOUTS = {
+    "paper": ReadoutSpec("deepgaze2", PAPER_FEATURES),
+    "linear": ReadoutSpec("deepgaze2", LINEAR_FEATURES),
+    "iie": ReadoutSpec("iie", IIE_FEATURES),
+}
+"""Readouts by command-line name: the paper's 16-32-2-1, DeepGaze I's linear one, DeepGaze IIE's 8-16-1."""
+
+
+def _first_layer_params(module: nn.Module, channels: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """``nn.Dense``'s kernel and bias (same names and initialisation) of a first layer."""
+    kernel = module.param("kernel", nn.initializers.lecun_normal(), (channels, module.features), jnp.float32)
+    bias = module.param("bias", nn.initializers.zeros_init(), (module.features,), jnp.float32)
+    return kernel, bias
+
+
+def _grid_matmul(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    """``x @ kernel`` with float32 accumulation, in bfloat16 for a bfloat16 grid (else float32)."""
+    compute = jnp.bfloat16 if x.dtype == jnp.bfloat16 else jnp.float32
+    return jnp.dot(x.astype(compute), kernel.astype(compute), preferred_element_type=jnp.float32)
+
+
+def inverse_std(std: jnp.ndarray) -> jnp.ndarray:
+    """1 / ``std`` per channel, 0 for a channel of std below `CONSTANT_STD` (standardised to 0)."""
+    return jnp.where(std >= CONSTANT_STD, 1.0 / jnp.maximum(std, CONSTANT_STD), 0.0)
 
 
 class StandardizedDense(nn.Module):
@@ -34,29 +100,76 @@ class StandardizedDense(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, mean: jnp.ndarray, std: jnp.ndarray) -> jnp.ndarray:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features), jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-        compute = jnp.bfloat16 if x.dtype == jnp.bfloat16 else jnp.float32
-        scaled = (kernel / std[:, None]).astype(compute)
-        return jnp.dot(x.astype(compute), scaled, preferred_element_type=jnp.float32) + (bias - (mean / std) @ kernel)
+        kernel, bias = _first_layer_params(self, x.shape[-1])
+        scaled = kernel * inverse_std(std)[:, None]
+        return _grid_matmul(x, scaled) + (bias - mean @ scaled)
+
+
+def image_moments(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(B, h, w, C) -> per image and channel, the mean over positions and the mean squared deviation
+    from it, (B, C) float32 each (two passes: no cancellation for channels of large mean)."""
+    x = x.astype(jnp.float32)
+    mean = jnp.mean(x, axis=(1, 2))
+    return mean, jnp.mean(jnp.square(x - mean[:, None, None, :]), axis=(1, 2))
+
+
+def standardized_image_stats(x: jnp.ndarray, mean: jnp.ndarray, std: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Mean and std (``LAYER_NORM_EPS`` added to the variance) over positions and channels of
+    z = (x - mean) / std (`inverse_std`), per image: (B,), (B,). From `image_moments` by the law of
+    total variance: var z = mean_c (v_c / s_c^2 + (d_c - mu)^2), d_c = (a_c - m_c) / s_c, mu = mean_c d_c."""
+    channel_mean, channel_var = image_moments(x)
+    inverse = inverse_std(std)
+    centred = (channel_mean - mean) * inverse
+    mu = jnp.mean(centred, axis=-1)
+    var = jnp.mean(channel_var * jnp.square(inverse) + jnp.square(centred - mu[:, None]), axis=-1)
+    return mu, jnp.sqrt(var + LAYER_NORM_EPS)
+
+
+class LayerNormedDense(nn.Module):
+    """``nn.Dense`` (same parameters and initialisation) over the per-image LayerNorm (no gain or shift)
+    of the inputs standardised by ``mean``, ``std`` (module docstring), from one matmul over ``x``."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, mean: jnp.ndarray, std: jnp.ndarray) -> jnp.ndarray:
+        kernel, bias = _first_layer_params(self, x.shape[-1])
+        scaled = kernel * inverse_std(std)[:, None]
+        mu, sigma = standardized_image_stats(x, mean, std)
+        offset = mean @ scaled + mu[:, None] * jnp.sum(kernel, axis=0)
+        return (_grid_matmul(x, scaled) - offset[:, None, None, :]) / sigma[:, None, None, None] + bias
+
+
+def image_layer_norm(x: jnp.ndarray) -> jnp.ndarray:
+    """(B, h, w, C) normalised per image over positions and channels (IIE's LayerNorm, no gain or shift)."""
+    mean = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=(1, 2, 3), keepdims=True)
+    return (x - mean) / jnp.sqrt(var + LAYER_NORM_EPS)
 
 
 class Readout(nn.Module):
-    """(B, h, w, C) feature grid -> (B, h, w) saliency (unnormalised, nats)."""
+    """(B, h, w, C) feature grid -> (B, h, w) saliency (unnormalised, nats).
+
+    ``kind`` ``"deepgaze2"``: ReLU between the layers; ``"iie"``: a per-image LayerNorm before
+    every layer and softplus between them (module docstring).
+    """
 
     features: Sequence[int] = PAPER_FEATURES
+    kind: str = "deepgaze2"
 
     @nn.compact
     def __call__(self, grid: jnp.ndarray) -> jnp.ndarray:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown readout kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if not self.features or self.features[-1] != 1:
+            raise ValueError(f"the readout must end in 1 channel, got features={tuple(self.features)}")
+        iie = self.kind == "iie"
         channels = grid.shape[-1]
         mean = self.variable("stats", "mean", jnp.zeros, (channels,), jnp.float32)
         std = self.variable("stats", "std", jnp.ones, (channels,), jnp.float32)
-        x = StandardizedDense(self.features[0], name="layer0")(grid, mean.value, std.value)
-        for i, width in enumerate(self.features):
-            if i > 0:
-                x = nn.Dense(width, name=f"layer{i}")(x)
-            if i < len(self.features) - 1:
-                x = nn.relu(x)
-        if x.shape[-1] != 1:
-            raise ValueError(f"the readout must end in 1 channel, got features={tuple(self.features)}")
+        first = LayerNormedDense if iie else StandardizedDense
+        x = first(self.features[0], name="layer0")(grid, mean.value, std.value)
+        for i, width in enumerate(self.features[1:], 1):
+            x = nn.softplus(x) if iie else nn.relu(x)
+            x = nn.Dense(width, name=f"layer{i}")(image_layer_norm(x) if iie else x)
         return x[..., 0]

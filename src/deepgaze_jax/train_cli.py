@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--fixations", type=Path, required=True, help=".mat (NUS), .csv/.tsv or .hdf5 (pysaliency)")
     p.add_argument("--out", type=Path, required=True, help="model file to write (.npz)")
     p.add_argument("--backbone", default="efficientnet_lite0", help=f"one of {', '.join(BACKBONES)} (or a registered one)")
-    p.add_argument("--readout", default="paper", choices=sorted(READOUTS), help="paper 16-32-2-1 or linear")
+    p.add_argument("--readout", default="paper", choices=sorted(READOUTS), help="paper 16-32-2-1, linear or iie (8-16-1)")
     p.add_argument("--folds", type=int, default=10)
     p.add_argument("--fold-seed", type=int, default=0, help="seed of the split of images into folds")
     p.add_argument("--init-seed", type=int, default=0, help="seed of the readout initialisation")
@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from deepgaze_jax.weights import WeightsError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
-    config = ModelConfig(backbone=args.backbone, readout_features=READOUTS[args.readout])
+    readout = READOUTS[args.readout]
+    config = ModelConfig(backbone=args.backbone, readout_features=readout.features, readout_kind=readout.kind)
     workdir = workdir_for(args)
     try:
         dataset = load_fixations(args.fixations, args.stimuli, drop_invalid=args.drop_invalid)

@@ -29,7 +29,20 @@ skimage's chelsea as 285 (Egyptian cat) and coffee as 967 (espresso, then 968 cu
 the two normalisations being close.
 
 Taps: ``stage1`` .. ``stage7`` are the outputs of the last block of each stage, ``stem``
-the stem output and ``head`` the 1280-channel head (after ReLU6). In the spirit of VGG's
+the stem output and ``head`` the 1280-channel head (after ReLU6). Inside the blocks
+(``i`` the global block index, 0-based as torch's ``_blocks.{i}``; `Variant.stage_ends`
+gives each stage's last block):
+
+* ``block{i}_depthwise``: the depthwise convolution's output (batch norm folded in), before its
+  ReLU6: ``expand * cin`` channels at the block's output stride;
+* ``block{i}_project``: the 1x1 projection's output (batch norm folded in), before the skip
+  addition: ``cout`` channels;
+* ``block{i}``: the block's output (after the skip addition; ``stageN`` is its last block's).
+
+DeepGaze IIE (Linardos et al. 2021) reads such intermediate layers, hooking torch's
+``_depthwise_conv`` and ``_project_conv`` modules, i.e. the convolutions before their batch norm;
+the folded batch norm here is a per-channel affine map of those, which the readout's per-channel
+standardisation removes. In the spirit of VGG's
 conv5 block the default is the last stride-16 stage and the last stride-32 stage,
 ``("stage5", "stage7")`` (112 + 320 channels for Lite0 and Lite1, whose width is Lite0's,
 120 + 352 for Lite2). The head is
@@ -62,6 +75,8 @@ BN_EPS = 1e-3
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 DEFAULT_TAPS = ("stage5", "stage7")
+BLOCK_PARTS = ("depthwise", "project")
+"""The taps inside every block besides its output, ``block{i}_<part>`` (module docstring)."""
 
 # Base (Lite0) stages: repeats, kernel, stride, expand ratio, output channels.
 _BASE_STAGES = (
@@ -111,17 +126,34 @@ class Variant:
         return {f"stage{b.stage}": i for i, b in enumerate(self.blocks)}
 
     @property
+    def tap_sources(self) -> dict[str, tuple[int, str]]:
+        """{tap: (block index, part)}: part ``"stem"`` (index -1), ``"head"`` (after the last block),
+        ``"output"``, or one of `BLOCK_PARTS` (module docstring)."""
+        sources = {"stem": (-1, "stem")} | {stage: (i, "output") for stage, i in self.stage_ends.items()}
+        sources["head"] = (len(self.blocks) - 1, "head")
+        for i in range(len(self.blocks)):
+            sources |= {f"block{i}_{part}": (i, part) for part in BLOCK_PARTS} | {f"block{i}": (i, "output")}
+        return sources
+
+    @property
+    def block_strides(self) -> tuple[int, ...]:
+        """Output stride of each block in input pixels (the stem's 2 times the blocks' strides so far)."""
+        return tuple(2 * math.prod(b.stride for b in self.blocks[: i + 1]) for i in range(len(self.blocks)))
+
+    @property
     def strides(self) -> dict[str, int]:
-        strides, stride = {"stem": 2}, 2
-        for block in self.blocks:
-            stride *= block.stride
-            strides[f"stage{block.stage}"] = stride
-        return strides | {"head": stride}
+        return {tap: 2 if i < 0 else self.block_strides[i] for tap, (i, _) in self.tap_sources.items()}
 
     @property
     def channels(self) -> dict[str, int]:
-        stages = {f"stage{b.stage}": b.cout for b in self.blocks}
-        return {"stem": STEM_CHANNELS} | stages | {"head": HEAD_CHANNELS}
+        return {tap: self._width(i, part) for tap, (i, part) in self.tap_sources.items()}
+
+    def _width(self, index: int, part: str) -> int:
+        """Channels of ``part`` of block ``index`` (`tap_sources`)."""
+        if part in ("stem", "head"):
+            return STEM_CHANNELS if part == "stem" else HEAD_CHANNELS
+        block = self.blocks[index]
+        return block.cin * block.expand if part == "depthwise" else block.cout
 
 
 def _round_channels(channels: int, width: float) -> int:
@@ -217,28 +249,29 @@ def _conv(x: jax.Array, weights: Weights, name: str, stride: int = 1, depthwise:
     return conv2d(x, kernel, weights[f"{name}.bias"], stride=stride, padding=padding)
 
 
-def _mbconv(x: jax.Array, weights: Weights, index: int, block: Block) -> jax.Array:
+def _mbconv(x: jax.Array, weights: Weights, index: int, block: Block) -> dict[str, jax.Array]:
+    """{``"depthwise"``, ``"project"``, ``"output"``} activations of block ``index`` (module docstring)."""
     name = f"_blocks.{index}"
     h = jax.nn.relu6(_conv(x, weights, f"{name}._expand_conv")) if block.expand != 1 else x
-    h = jax.nn.relu6(_conv(h, weights, f"{name}._depthwise_conv", block.stride, depthwise=True))
-    h = _conv(h, weights, f"{name}._project_conv")
-    return h + x if block.stride == 1 and block.cin == block.cout else h
+    depthwise = _conv(h, weights, f"{name}._depthwise_conv", block.stride, depthwise=True)
+    project = _conv(jax.nn.relu6(depthwise), weights, f"{name}._project_conv")
+    output = project + x if block.stride == 1 and block.cin == block.cout else project
+    return {"depthwise": depthwise, "project": project, "output": output}
 
 
 def _trunk(weights: Weights, images: jax.Array, variant: Variant, taps: tuple[str, ...], dtype: jnp.dtype):
-    """{tap: activation} for ``taps`` (plus ``"head"`` when asked), computing no further than needed."""
+    """{tap: activation} for ``taps``, computing no further than the last block they need."""
     weights = cast(weights, dtype)
     x = jax.nn.relu6(_conv(normalise(images, MEAN, STD, dtype), weights, "_conv_stem", stride=2))
-    outputs = {"stem": x}
-    ends = variant.stage_ends
-    last = max((ends.get(tap, len(variant.blocks) - 1) for tap in taps if tap != "stem"), default=-1)
-    for i, block in enumerate(variant.blocks[: last + 1]):
-        x = _mbconv(x, weights, i, block)
-        if ends[f"stage{block.stage}"] == i:
-            outputs[f"stage{block.stage}"] = x
+    sources = variant.tap_sources
+    outputs = {(-1, "stem"): x}
+    for i, block in enumerate(variant.blocks[: max(sources[tap][0] for tap in taps) + 1]):
+        parts = _mbconv(x, weights, i, block)
+        outputs |= {(i, part): value for part, value in parts.items()}
+        x = parts["output"]
     if "head" in taps:
-        outputs["head"] = jax.nn.relu6(_conv(x, weights, "_conv_head"))
-    return {tap: outputs[tap] for tap in taps}
+        outputs[sources["head"]] = jax.nn.relu6(_conv(x, weights, "_conv_head"))
+    return {tap: outputs[sources[tap]] for tap in taps}
 
 
 @functools.partial(jax.jit, static_argnames=("variant", "taps", "dtype"))
