@@ -239,6 +239,8 @@ class BatchedSteps:
 
     Attributes:
       evaluate: ``(states, models, groups) -> (K,) train, (K,) val`` NLL (nats/fix) at the current params.
+      value_and_grad: ``(states, models, groups) -> ((K,) objective, (K,) val NLL), grads``: the training
+        objective of every model with its gradient, what each line-search iteration computes.
       record: ``(states, train, val) -> states`` `training.record_epoch` for every model.
       epoch: ``(states, models, groups, active) -> states``: one L-BFGS iteration of every active
         model, its training and validation loss recorded; inactive models unchanged.
@@ -246,6 +248,7 @@ class BatchedSteps:
     """
 
     evaluate: Callable
+    value_and_grad: Callable
     record: Callable
     epoch: Callable
     mesh: Mesh
@@ -290,13 +293,20 @@ def make_batched_steps(config: ModelConfig, train_config: TrainConfig, mesh: Mes
         val_loss = optax.tree_utils.tree_get(opt_state, "aux")
         return record_epoch(state.replace(params=params, opt_state=opt_state, epoch=state.epoch + 1), train_loss, val_loss)
 
+    def fresh(states: TrainState, models: ModelData, groups):
+        gradient = jax.value_and_grad(objective, has_aux=True)
+        return jax.vmap(lambda s, m: gradient(s.params, s.stats, m, groups))(states, models)
+
     def value_and_grad(states: TrainState, models: ModelData, groups):
         # optax.value_and_grad_from_state per model would, under vmap, evaluate the loss in every
         # epoch (its lax.cond becomes a select); all models share whether a value is stored.
         stored = optax.tree_utils.tree_get(states.opt_state, "value"), optax.tree_utils.tree_get(states.opt_state, "grad")
-        train_objective = lambda p, s, m: objective(p, s, m, groups)[0]  # noqa: E731
-        fresh = jax.vmap(lambda s, m: jax.value_and_grad(train_objective)(s.params, s.stats, m))
-        return jax.lax.cond(jnp.all(jnp.isfinite(stored[0])), lambda: stored, lambda: fresh(states, models))
+
+        def evaluate_fresh():
+            (value, _), grad = fresh(states, models, groups)
+            return value, grad
+
+        return jax.lax.cond(jnp.all(jnp.isfinite(stored[0])), lambda: stored, evaluate_fresh)
 
     @jax.jit
     def epoch(states: TrainState, models: ModelData, groups, active) -> TrainState:
@@ -309,7 +319,7 @@ def make_batched_steps(config: ModelConfig, train_config: TrainConfig, mesh: Mes
     def evaluate(states: TrainState, models: ModelData, groups):
         return jax.vmap(lambda s, m: loss(s.params, s.stats, m.log_centerbias, m.train, m.val, groups))(states, models)
 
-    return BatchedSteps(evaluate=evaluate, record=jax.jit(jax.vmap(record_epoch)), epoch=epoch, mesh=mesh)
+    return BatchedSteps(evaluate=evaluate, value_and_grad=jax.jit(fresh), record=jax.jit(jax.vmap(record_epoch)), epoch=epoch, mesh=mesh)
 
 
 def stack_states(states: Sequence[TrainState]) -> TrainState:
