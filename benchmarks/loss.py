@@ -14,7 +14,9 @@ Then the pieces, each a prefix of the head run the same way (same chunks under `
 the loss of a prefix is half the sum of squares of its output): the first 1x1 layer (with its
 ReLU), the whole readout, the readout and the finalizer's resize + blur, and the whole head
 with the likelihood. The cost of a piece is the difference between consecutive prefixes; the
-rest (masks, sums over chunks, ...) is the real program less the whole head.
+rest (masks, sums over chunks, ...) is the real program less the whole head. The prefixes build
+the resize + blur matrices in every chunk, the real program once per evaluation
+(`batched_training.make_model_loss`), so the rest can come out negative.
 
 FLOPs are counted analytically (multiply-adds x 2 of the dense contractions; the backward
 pass of a layer costs twice its forward pass, once for a layer whose input needs no
@@ -126,14 +128,10 @@ def readout_layers(config, params, stats, grids, depth: int):
 
 def upsampled(config, params, saliency, shape):
     """The finalizer's resize + blur of (B, h, w) saliency to the (H, W) density grid."""
-    import math
+    from deepgaze_jax.finalizer import apply_maps, finalizer_maps
 
-    import jax.numpy as jnp
-
-    from deepgaze_jax.finalizer import upsample_and_blur
-
-    sigma = jnp.clip(jnp.exp(params["finalizer"]["log_sigma"]), 0.5, config.max_sigma) / config.cell
-    return upsample_and_blur(saliency, shape, sigma, math.ceil(3 * config.max_sigma / config.cell))
+    return apply_maps(finalizer_maps(params["finalizer"], saliency.shape[-2:], shape, config.cell, config.max_sigma),
+                      saliency)
 
 
 def prefixes(config) -> dict[str, Callable]:
