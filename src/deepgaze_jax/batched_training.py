@@ -53,8 +53,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from deepgaze_jax.checkpoints import save_checkpoint
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.input_pipeline import DATA_AXIS, data_mesh, group_by_shape, stack_padded
-from deepgaze_jax.likelihood import fixation_counts, log_likelihood_per_image
-from deepgaze_jax.finalizer import finalize, finalizer_maps
+from deepgaze_jax.likelihood import fixation_counts, log_likelihood_of_logits
+from deepgaze_jax.finalizer import finalizer_logits, finalizer_maps
 from deepgaze_jax.model import ModelConfig
 from deepgaze_jax.readout import Readout
 from deepgaze_jax.training import TrainConfig, TrainState, make_optimizer, record_epoch, should_stop, weight_penalty
@@ -189,13 +189,15 @@ def make_model_loss(config: ModelConfig, mesh: Mesh) -> Callable:
 
     The head is `model.SaliencyHead`'s readout and finalizer, with the finalizer's resize + blur matrices
     (`finalizer.finalizer_maps`) computed once per group rather than per chunk: each chunk's gradient is
-    taken with respect to the matrices, and their sum over chunks is pulled back to the blur width once.
+    taken with respect to the matrices, and their sum over chunks is pulled back to the blur width once;
+    the likelihood is taken of the logits (`likelihood.log_likelihood_of_logits`, the same maths as
+    `finalizer.log_softmax_2d` and `likelihood.log_likelihood_per_image`).
     """
     readout = Readout(config.readout_features)
 
     def chunk_ll(head, stats, log_cb, train, val, grids, counts):
         saliency = readout.apply({"params": head["readout"], "stats": stats["readout"]}, grids)
-        ll = log_likelihood_per_image(finalize(head["maps"], head["alpha"], saliency, log_cb), counts)
+        ll = log_likelihood_of_logits(finalizer_logits(head["maps"], head["alpha"], saliency, log_cb), counts)
         return jnp.sum(train * ll), jnp.sum(val * ll)
 
     def group_maps(finalizer, groups):

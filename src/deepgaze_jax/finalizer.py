@@ -115,11 +115,17 @@ def finalizer_maps(params, source: tuple[int, int], shape: tuple[int, int], cell
     return upsample_and_blur_maps(source, shape, sigma, blur_radius(cell, max_sigma))
 
 
+def finalizer_logits(maps: tuple[jnp.ndarray, jnp.ndarray], alpha: jnp.ndarray, saliency: jnp.ndarray,
+                     log_centerbias: jnp.ndarray) -> jnp.ndarray:
+    """(B, H, W) unnormalised log density ``G_sigma * s + alpha * log c`` (paper, eq. 1, before the softmax)
+    from (B, h, w) saliency through `finalizer_maps` ``maps`` and the (H, W) or (B, H, W) log centre bias."""
+    return apply_maps(maps, saliency) + alpha * log_centerbias
+
+
 def finalize(maps: tuple[jnp.ndarray, jnp.ndarray], alpha: jnp.ndarray, saliency: jnp.ndarray,
              log_centerbias: jnp.ndarray) -> jnp.ndarray:
-    """(B, H, W) log density (paper, eq. 1) from (B, h, w) saliency through `finalizer_maps` ``maps``, the
-    centre-bias weight ``alpha`` and the (H, W) or (B, H, W) log centre bias."""
-    return log_softmax_2d(apply_maps(maps, saliency) + alpha * log_centerbias)
+    """(B, H, W) log density (paper, eq. 1): `finalizer_logits` normalised by `log_softmax_2d`."""
+    return log_softmax_2d(finalizer_logits(maps, alpha, saliency, log_centerbias))
 
 
 class Finalizer(nn.Module):
