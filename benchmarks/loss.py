@@ -25,6 +25,10 @@ Times are wall seconds and the process's user + system CPU seconds (``resource.g
 on a shared machine the CPU seconds are the steadier figure), the median of ``--repeat``
 calls after one warm-up call.
 
+Memory: the default (all of MIT1003) peaked at 7.8 GB RSS (five compiled programs over 1.3 GB of
+float32 grids); ``--landscape 100 --portrait 25`` keeps it near 1 GB, and each piece scales with
+the images. The "first call" of a piece is again a difference of prefixes (mostly compilation).
+
     python -m benchmarks.loss [--landscape 779 --portrait 224] [--models 10] [--repeat 3]
 """
 
