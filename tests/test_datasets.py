@@ -69,7 +69,7 @@ def test_real_to_working_space_on_a_few_images(mit):
     np.testing.assert_array_equal(fixations.image_sizes, expected_sizes)
     np.testing.assert_array_equal(fixations.counts_per_image(), subset.fixations.counts_per_image())
     np.testing.assert_array_equal(loaded[1], images.resize(images.to_rgb_uint8(subset.stimuli[1]), (512, 384)))
-    sequential, _ = datasets.to_working_space(subset.subset([1]), progress=False)
+    sequential, _ = datasets.to_working_space(subset.subset([1]), workers=1, progress=False)
     np.testing.assert_array_equal(sequential[0], loaded[1])
 
 

@@ -71,3 +71,21 @@ def test_weight_decay_penalises_only_readout_kernels(data):
     ones = jax.tree_util.tree_map(jnp.ones_like, params)
     kernels = sum(x.size for p, x in jax.tree_util.tree_leaves_with_path(params) if p[-1].key == "kernel")
     assert float(L.l2_norm_squared(ones)) == kernels == 6 * 4 + 4 * 1
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_log_likelihood_of_logits_equals_the_normalised_density_in_value_and_gradient(scale):
+    """The written-out gradient agrees with autodiff through `finalizer.log_softmax_2d`, also for large logits."""
+    from deepgaze_jax.finalizer import log_softmax_2d
+
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(scale * rng.standard_normal((3, 6, 8)), jnp.float32)
+    counts = jnp.asarray(rng.poisson(0.3, (3, 6, 8)), jnp.float32)
+    weights = jnp.asarray([1.0, -2.0, 0.5])
+    direct = lambda z: jnp.sum(weights * L.log_likelihood_of_logits(z, counts))  # noqa: E731
+    reference = lambda z: jnp.sum(weights * L.log_likelihood_per_image(log_softmax_2d(z), counts))  # noqa: E731
+    value, grad = jax.value_and_grad(direct)(logits)
+    expected_value, expected_grad = jax.value_and_grad(reference)(logits)
+    assert np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(grad)))
+    np.testing.assert_allclose(float(value), float(expected_value), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(expected_grad), rtol=1e-5, atol=1e-5)

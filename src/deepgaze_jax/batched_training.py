@@ -53,8 +53,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from deepgaze_jax.checkpoints import save_checkpoint
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.input_pipeline import DATA_AXIS, data_mesh, group_by_shape, stack_padded
-from deepgaze_jax.likelihood import fixation_counts, log_likelihood_per_image
-from deepgaze_jax.model import ModelConfig, SaliencyHead
+from deepgaze_jax.likelihood import fixation_counts, log_likelihood_of_logits
+from deepgaze_jax.finalizer import finalizer_logits, finalizer_maps
+from deepgaze_jax.model import ModelConfig
+from deepgaze_jax.readout import Readout
 from deepgaze_jax.training import TrainConfig, TrainState, make_optimizer, record_epoch, should_stop, weight_penalty
 
 logger = logging.getLogger(__name__)
@@ -183,36 +185,57 @@ def make_model_loss(config: ModelConfig, mesh: Mesh) -> Callable:
     """``loss(params, stats, log_cbs, train, val, groups) -> (train NLL, val NLL)``: one model's mean NLL vs
     uniform (nats/fix) over the images that the weights ``train`` and ``val`` select, from one pass over the
     grids; call it under ``vmap`` for K models. Only the training NLL is differentiable (the validation NLL
-    is under ``stop_gradient``)."""
-    head = SaliencyHead(config)
+    is under ``stop_gradient``).
 
-    def chunk_ll(params, stats, log_cb, train, val, grids, counts):
-        log_density = head.apply({"params": params, "stats": stats}, grids, jnp.broadcast_to(log_cb, counts.shape))
-        ll = log_likelihood_per_image(log_density, counts)
+    The head is `model.SaliencyHead`'s readout and finalizer, with the finalizer's resize + blur matrices
+    (`finalizer.finalizer_maps`) computed once per group rather than per chunk: each chunk's gradient is
+    taken with respect to the matrices, and their sum over chunks is pulled back to the blur width once;
+    the likelihood is taken of the logits (`likelihood.log_likelihood_of_logits`, the same maths as
+    `finalizer.log_softmax_2d` and `likelihood.log_likelihood_per_image`).
+    """
+    readout = Readout(config.readout_features)
+
+    def chunk_ll(head, stats, log_cb, train, val, grids, counts):
+        saliency = readout.apply({"params": head["readout"], "stats": stats["readout"]}, grids)
+        ll = log_likelihood_of_logits(finalizer_logits(head["maps"], head["alpha"], saliency, log_cb), counts)
         return jnp.sum(train * ll), jnp.sum(val * ll)
 
-    def chunked_sum(fn, params, stats, log_cbs, trains, vals, groups):
-        total = None
-        for log_cb, train, val, group in zip(log_cbs, trains, vals, groups):
-            split = lambda x, n=group.chunk: x.reshape(-1, n, *x.shape[1:])  # noqa: E731
+    def group_maps(finalizer, groups):
+        return tuple(finalizer_maps(finalizer, g.grids.shape[1:3], g.counts.shape[1:], config.cell, config.max_sigma)
+                     for g in groups)
 
-            def body(acc, xs, log_cb=log_cb):
-                return jax.tree_util.tree_map(jnp.add, acc, fn(params, stats, log_cb, *xs)), None
+    def group_heads(params, maps):
+        alpha = params["finalizer"]["center_bias_weight"]
+        return [{"readout": params["readout"], "alpha": alpha, "maps": m} for m in maps]
 
-            xs = (split(train), split(val), split(group.grids), split(group.counts))
-            zero = jax.tree_util.tree_map(jnp.zeros_like, jax.eval_shape(fn, params, stats, log_cb, *(x[0] for x in xs)))
-            acc, _ = jax.lax.scan(body, zero, xs)
-            total = acc if total is None else jax.tree_util.tree_map(jnp.add, total, acc)
-        return total
+    def group_sum(fn, head, stats, log_cb, train, val, group):
+        split = lambda x: x.reshape(-1, group.chunk, *x.shape[1:])  # noqa: E731
+
+        def body(acc, xs):
+            return jax.tree_util.tree_map(jnp.add, acc, fn(head, stats, log_cb, *xs)), None
+
+        xs = (split(train), split(val), split(group.grids), split(group.counts))
+        zero = jax.tree_util.tree_map(jnp.zeros_like, jax.eval_shape(fn, head, stats, log_cb, *(x[0] for x in xs)))
+        return jax.lax.scan(body, zero, xs)[0]
+
+    def total(trees):
+        return jax.tree_util.tree_map(lambda *xs: sum(xs), *trees)
 
     @jax.custom_vjp
     def weighted_ll(params, stats, log_cbs, trains, vals, groups):
-        return chunked_sum(chunk_ll, params, stats, log_cbs, trains, vals, groups)
+        heads = group_heads(params, group_maps(params["finalizer"], groups))
+        return total([group_sum(chunk_ll, head, stats, *rest) for head, *rest in zip(heads, log_cbs, trains, vals, groups)])
 
     def weighted_ll_fwd(params, stats, log_cbs, trains, vals, groups):
-        (train, val), grad = chunked_sum(jax.value_and_grad(chunk_ll, has_aux=True), params, stats, log_cbs, trains, vals,
-                                         groups)
-        return (train, val), grad
+        maps, maps_vjp = jax.vjp(lambda finalizer: group_maps(finalizer, groups), params["finalizer"])
+        gradient = jax.value_and_grad(chunk_ll, has_aux=True)
+        sums = [group_sum(gradient, head, stats, *rest)
+                for head, *rest in zip(group_heads(params, maps), log_cbs, trains, vals, groups)]
+        train, val = total([values for values, _ in sums])
+        grads = [g for _, g in sums]
+        (finalizer,) = maps_vjp(tuple(g["maps"] for g in grads))
+        finalizer = {**finalizer, "center_bias_weight": finalizer["center_bias_weight"] + sum(g["alpha"] for g in grads)}
+        return (train, val), {**params, "readout": total([g["readout"] for g in grads]), "finalizer": finalizer}
 
     def weighted_ll_bwd(grad, cotangents):
         # params are replicated: their cotangent is the sum over the devices' images; the validation
@@ -239,6 +262,8 @@ class BatchedSteps:
 
     Attributes:
       evaluate: ``(states, models, groups) -> (K,) train, (K,) val`` NLL (nats/fix) at the current params.
+      value_and_grad: ``(states, models, groups) -> ((K,) objective, (K,) val NLL), grads``: the training
+        objective of every model with its gradient, what each line-search iteration computes.
       record: ``(states, train, val) -> states`` `training.record_epoch` for every model.
       epoch: ``(states, models, groups, active) -> states``: one L-BFGS iteration of every active
         model, its training and validation loss recorded; inactive models unchanged.
@@ -246,6 +271,7 @@ class BatchedSteps:
     """
 
     evaluate: Callable
+    value_and_grad: Callable
     record: Callable
     epoch: Callable
     mesh: Mesh
@@ -290,13 +316,20 @@ def make_batched_steps(config: ModelConfig, train_config: TrainConfig, mesh: Mes
         val_loss = optax.tree_utils.tree_get(opt_state, "aux")
         return record_epoch(state.replace(params=params, opt_state=opt_state, epoch=state.epoch + 1), train_loss, val_loss)
 
+    def fresh(states: TrainState, models: ModelData, groups):
+        gradient = jax.value_and_grad(objective, has_aux=True)
+        return jax.vmap(lambda s, m: gradient(s.params, s.stats, m, groups))(states, models)
+
     def value_and_grad(states: TrainState, models: ModelData, groups):
         # optax.value_and_grad_from_state per model would, under vmap, evaluate the loss in every
         # epoch (its lax.cond becomes a select); all models share whether a value is stored.
         stored = optax.tree_utils.tree_get(states.opt_state, "value"), optax.tree_utils.tree_get(states.opt_state, "grad")
-        train_objective = lambda p, s, m: objective(p, s, m, groups)[0]  # noqa: E731
-        fresh = jax.vmap(lambda s, m: jax.value_and_grad(train_objective)(s.params, s.stats, m))
-        return jax.lax.cond(jnp.all(jnp.isfinite(stored[0])), lambda: stored, lambda: fresh(states, models))
+
+        def evaluate_fresh():
+            (value, _), grad = fresh(states, models, groups)
+            return value, grad
+
+        return jax.lax.cond(jnp.all(jnp.isfinite(stored[0])), lambda: stored, evaluate_fresh)
 
     @jax.jit
     def epoch(states: TrainState, models: ModelData, groups, active) -> TrainState:
@@ -309,7 +342,7 @@ def make_batched_steps(config: ModelConfig, train_config: TrainConfig, mesh: Mes
     def evaluate(states: TrainState, models: ModelData, groups):
         return jax.vmap(lambda s, m: loss(s.params, s.stats, m.log_centerbias, m.train, m.val, groups))(states, models)
 
-    return BatchedSteps(evaluate=evaluate, record=jax.jit(jax.vmap(record_epoch)), epoch=epoch, mesh=mesh)
+    return BatchedSteps(evaluate=evaluate, value_and_grad=jax.jit(fresh), record=jax.jit(jax.vmap(record_epoch)), epoch=epoch, mesh=mesh)
 
 
 def stack_states(states: Sequence[TrainState]) -> TrainState:

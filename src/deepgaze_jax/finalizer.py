@@ -58,14 +58,26 @@ def resize_matrix(size: int, source: int) -> jnp.ndarray:
     return jax.image.resize(jnp.eye(source, dtype=jnp.float32), (size, source), "linear")
 
 
+def upsample_and_blur_maps(source: tuple[int, int], shape: tuple[int, int], sigma: jnp.ndarray,
+                           radius: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(H, h) row and (W, w) column matrices of `upsample_and_blur` from (h, w) ``source`` maps to ``shape``."""
+    rows = blur_matrix(shape[0], sigma, radius) @ resize_matrix(shape[0], source[0])
+    cols = blur_matrix(shape[1], sigma, radius) @ resize_matrix(shape[1], source[1])
+    return rows, cols
+
+
+def apply_maps(maps: tuple[jnp.ndarray, jnp.ndarray], x: jnp.ndarray) -> jnp.ndarray:
+    """(B, h, w) maps through `upsample_and_blur_maps`'s (rows, cols): (B, H, W)."""
+    rows, cols = maps
+    return jnp.einsum("ih,bhw,jw->bij", rows, x, cols)
+
+
 def upsample_and_blur(x: jnp.ndarray, shape: tuple[int, int], sigma: jnp.ndarray, radius: int) -> jnp.ndarray:
     """(B, h, w) maps resized (bilinear, `jax.image.resize`) to ``shape`` (H, W) and blurred (sigma in
     cells of ``shape``), as two small matmuls: both steps are linear and separable, so each axis's
     blur matrix is multiplied into its resize matrix first, and the (H, W) map before the blur never
     exists (4-6x fewer multiply-adds than resizing, then blurring, for a 4x upsampling)."""
-    rows = blur_matrix(shape[0], sigma, radius) @ resize_matrix(shape[0], x.shape[-2])
-    cols = blur_matrix(shape[1], sigma, radius) @ resize_matrix(shape[1], x.shape[-1])
-    return jnp.einsum("ih,bhw,jw->bij", rows, x, cols)
+    return apply_maps(upsample_and_blur_maps(x.shape[-2:], shape, sigma, radius), x)
 
 
 def log_softmax_2d(x: jnp.ndarray) -> jnp.ndarray:
@@ -80,6 +92,40 @@ def expand_to_pixels(log_density: jnp.ndarray, cell: int) -> jnp.ndarray:
     """(..., H, W) log density over cells -> (..., H*cell, W*cell) over pixels, exactly normalised."""
     up = jnp.repeat(jnp.repeat(log_density, cell, axis=-2), cell, axis=-1)
     return up - 2.0 * math.log(cell)
+
+
+def sigma_in_cells(log_sigma: jnp.ndarray, cell: int, max_sigma: float) -> jnp.ndarray:
+    """The blur width in density-grid cells: exp(log_sigma) working pixels, clipped to [0.5, max_sigma]."""
+    return jnp.clip(jnp.exp(log_sigma), 0.5, max_sigma) / cell
+
+
+def blur_radius(cell: int, max_sigma: float) -> int:
+    """The blur's fixed radius in cells (3 max_sigma), static under jit."""
+    return math.ceil(3 * max_sigma / cell)
+
+
+def finalizer_maps(params, source: tuple[int, int], shape: tuple[int, int], cell: int,
+                   max_sigma: float) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """`upsample_and_blur_maps` of a `Finalizer`'s ``params`` from (h, w) saliency to the (H, W) density grid.
+
+    They depend on the params only (not on the image): a loss over many images of one shape can
+    compute them once (`batched_training.make_model_loss`).
+    """
+    sigma = sigma_in_cells(params["log_sigma"], cell, max_sigma)
+    return upsample_and_blur_maps(source, shape, sigma, blur_radius(cell, max_sigma))
+
+
+def finalizer_logits(maps: tuple[jnp.ndarray, jnp.ndarray], alpha: jnp.ndarray, saliency: jnp.ndarray,
+                     log_centerbias: jnp.ndarray) -> jnp.ndarray:
+    """(B, H, W) unnormalised log density ``G_sigma * s + alpha * log c`` (paper, eq. 1, before the softmax)
+    from (B, h, w) saliency through `finalizer_maps` ``maps`` and the (H, W) or (B, H, W) log centre bias."""
+    return apply_maps(maps, saliency) + alpha * log_centerbias
+
+
+def finalize(maps: tuple[jnp.ndarray, jnp.ndarray], alpha: jnp.ndarray, saliency: jnp.ndarray,
+             log_centerbias: jnp.ndarray) -> jnp.ndarray:
+    """(B, H, W) log density (paper, eq. 1): `finalizer_logits` normalised by `log_softmax_2d`."""
+    return log_softmax_2d(finalizer_logits(maps, alpha, saliency, log_centerbias))
 
 
 class Finalizer(nn.Module):
@@ -97,7 +143,6 @@ class Finalizer(nn.Module):
     def __call__(self, saliency: jnp.ndarray, log_centerbias: jnp.ndarray) -> jnp.ndarray:
         log_sigma = self.param("log_sigma", lambda _: jnp.asarray(math.log(self.init_sigma), jnp.float32))
         alpha = self.param("center_bias_weight", lambda _: jnp.asarray(1.0, jnp.float32))
-        sigma_cells = jnp.clip(jnp.exp(log_sigma), 0.5, self.max_sigma) / self.cell
-        radius = math.ceil(3 * self.max_sigma / self.cell)
-        smoothed = upsample_and_blur(saliency, log_centerbias.shape[-2:], sigma_cells, radius)
-        return log_softmax_2d(smoothed + alpha * log_centerbias)
+        maps = finalizer_maps({"log_sigma": log_sigma}, saliency.shape[-2:], log_centerbias.shape[-2:], self.cell,
+                              self.max_sigma)
+        return finalize(maps, alpha, saliency, log_centerbias)

@@ -64,6 +64,35 @@ def log_likelihood_per_image(log_density: jnp.ndarray, counts: jnp.ndarray) -> j
     return jnp.sum(counts * (log_density + math.log(cells)), axis=(-2, -1))
 
 
+@jax.custom_vjp
+def log_likelihood_of_logits(logits: jnp.ndarray, counts: jnp.ndarray) -> jnp.ndarray:
+    """`log_likelihood_per_image` of the density ``softmax(logits)`` over each (H, W) map, without the
+    normalised map: ``sum(counts * logits) - n * logsumexp(logits) + n * log(H W)`` for n fixations.
+
+    Its gradient w.r.t. ``logits`` is ``counts - n * softmax(logits)`` (written out: fewer passes over the
+    maps than the derivative of `finalizer.log_softmax_2d`); ``counts`` get none.
+    """
+    return _log_likelihood_of_logits(logits, counts)[0]
+
+
+def _log_likelihood_of_logits(logits, counts):
+    peak = jnp.max(logits, axis=(-2, -1), keepdims=True)
+    exp = jnp.exp(logits - peak)
+    total = jnp.sum(exp, axis=(-2, -1))
+    fixations = jnp.sum(counts, axis=(-2, -1))
+    log_normaliser = peak[..., 0, 0] + jnp.log(total) - math.log(logits.shape[-2] * logits.shape[-1])
+    ll = jnp.sum(counts * logits, axis=(-2, -1)) - fixations * log_normaliser
+    return ll, (exp, (fixations / total)[..., None, None], counts)
+
+
+def _log_likelihood_of_logits_bwd(residuals, cotangent):
+    exp, scale, counts = residuals
+    return cotangent[..., None, None] * (counts - scale * exp), None
+
+
+log_likelihood_of_logits.defvjp(_log_likelihood_of_logits, _log_likelihood_of_logits_bwd)
+
+
 def log_likelihood_sum(config: ModelConfig, variables, group: "ShapeGroup") -> tuple[jnp.ndarray, jnp.ndarray]:
     """(sum over fixations of LL vs uniform in nats, number of fixations) for one group."""
     log_density = SaliencyHead(config).apply(variables, group.grids, group.log_centerbias)

@@ -123,15 +123,17 @@ def to_working_space(
 
     Returns a list of (h, w, 3) uint8 images (one resampling from the original, bicubic with
     antialiasing) and `Fixations` whose ``image_sizes`` are the working sizes. ``workers``
-    threads decode in parallel (PIL releases the GIL); ``progress`` shows a tqdm bar.
+    threads (default: one per CPU core; 1: none) decode in parallel (PIL releases the GIL);
+    ``progress`` shows a tqdm bar.
     """
     sizes = working_sizes(dataset.image_sizes, mode)
+    workers = os.cpu_count() or 1 if workers is None else workers
 
     def load(i: int) -> np.ndarray:
         return dataset.load_image(i, tuple(int(s) for s in sizes[i]))
 
     bar = dict(total=len(dataset), desc=f"{dataset.name} to working space", disable=not progress, unit="img")
-    if workers and workers > 1:
+    if workers > 1:
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             loaded = list(tqdm(pool.map(load, range(len(dataset))), **bar))
     else:
