@@ -43,7 +43,8 @@ BUDGET_MS = 300.0
 DEFAULT_RULE = (
     f"fixed before the runs: {PREFERRED} (the three Lite backbones' inner-stopping crossvalidations, averaged in "
     f"probability) if predict_density costs at most {BUDGET_MS:.0f} ms per 1024x768 image on the reference CPU; "
-    "else, of the bundled names within that cost, the one with the highest held-out IG explained"
+    "else, of the bundled names within that cost, the one of the most backbones, and of those the cheapest; no "
+    "held-out score enters the choice"
 )
 SCORES = ("ig_explained_pct", "ll_bits", "ig_bits", "auc", "sauc", "sauc_no_centerbias", "num_images", "num_fixations")
 SUBSETS = {"all_images": "overall", "paper_subset_1024x768": "paper_subset_1024x768"}
@@ -104,6 +105,8 @@ def made_by(arguments: dict) -> str:
     workdir = arguments.get("workdir")
     if "runs" in arguments:
         return f"python -m experiments.ensemble_mit1003 {' '.join(arguments['runs'])} --workdir {workdir}"
+    if arguments.get("model_search_candidate"):  # a candidate run of experiments.model_search (inner stopping)
+        return f"python -m experiments.model_search --config {arguments['model_search_candidate']}"
     if arguments.get("config"):
         return f"python -m experiments.crossval_mit1003 --config {arguments['config']} --workdir {workdir}"
     return "python -m experiments.crossval_mit1003 (arguments: see 'arguments')"
@@ -170,14 +173,15 @@ def add_costs(entries: dict[str, dict], costs: dict) -> None:
 
 
 def choose_default(entries: dict[str, dict]) -> str:
-    """`DEFAULT_RULE` applied to entries with costs: `PREFERRED` within `BUDGET_MS`, else the best that fits."""
+    """`DEFAULT_RULE` applied to entries with costs: `PREFERRED` within `BUDGET_MS`, else of the names that fit
+    the one of the most backbones, ties to the cheapest (by cost and size only: no held-out score)."""
     cost = {n: e["cost"]["ms_per_1024x768_image"] for n, e in entries.items() if "cost" in e}
     if cost.get(PREFERRED, math.inf) <= BUDGET_MS:
         return PREFERRED
-    fits = [n for n in cost if cost[n] <= BUDGET_MS and "all_images" in entries[n]["heldout"]]
+    fits = [n for n in cost if cost[n] <= BUDGET_MS]
     if not fits:
         raise ValueError(f"no bundled name costs at most {BUDGET_MS:.0f} ms per 1024x768 image: {cost}")
-    return max(fits, key=lambda n: entries[n]["heldout"]["all_images"]["ig_explained_pct"])
+    return min(fits, key=lambda n: (-len(model.bundled_members(n)), cost[n]))
 
 
 def check_default(entries: dict[str, dict], costs_given: bool) -> None:
@@ -191,13 +195,6 @@ def check_default(entries: dict[str, dict], costs_given: bool) -> None:
                          f"DEFAULT_MODEL = {choose_default(entries)!r} in src/deepgaze_jax/model.py and run this again")
 
 
-def copy_atomic(source: Path, target: Path) -> None:
-    """Copies ``source`` to ``target`` through a temporary file beside it, so ``target`` is never half-written."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
-
-
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
@@ -205,11 +202,24 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def install(sources: dict[str, Path], card: dict) -> None:
-    """Copies the single names' ``mixture.npz`` into the assets, checks each loads by name, writes the card."""
+    """Copies the single names' ``mixture.npz`` into the assets, checks each loads by name, writes the card.
+
+    Every file is first copied beside its target and loaded from there; only when all of them load
+    are they moved into place (`os.replace`), so a failure leaves the installed models as they were.
+    """
     model.ASSETS.mkdir(parents=True, exist_ok=True)
-    for name in card["models"]:
-        if name in model.BUNDLED_MODELS:
-            copy_atomic(sources[name] / "mixture.npz", model.bundled_model_path(name))
+    staged = {}
+    try:
+        for name in (n for n in card["models"] if n in model.BUNDLED_MODELS):
+            target = model.bundled_model_path(name)
+            staged[target] = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            shutil.copyfile(sources[name] / "mixture.npz", staged[target])
+            model.load_model_file(staged[target])
+        for target, tmp in staged.items():
+            os.replace(tmp, target)
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
     for name in card["models"]:
         model.load_model(name)
     write_atomic(model.ASSETS / CARD_NAME, json.dumps(card, indent=1) + "\n")

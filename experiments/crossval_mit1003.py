@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
         init = None if args.init is None else load_init(args.init, config)
     except ValueError as exc:
         raise SystemExit(f"crossval_mit1003: {exc}") from exc
-    title = f"MIT1003 crossvalidation: {config.backbone}, {args.readout} readout, " + (
+    taps = "" if config.taps is None else f", taps {'+'.join(config.taps)}"
+    title = f"MIT1003 crossvalidation: {config.backbone}{taps}, {args.readout} readout, " + (
         "no pretraining" if args.no_pretrain else f"init {args.init}")
     command = vars(args) | {"workdir": str(args.workdir), "cache_dir": str(args.cache_dir),
                             "init": None if args.init is None else str(args.init),

@@ -107,15 +107,18 @@ def test_sources_parse_names_and_config_workdirs(tmp_path):
             bundle_models.parse(bad)
 
 
-def test_rule_prefers_the_three_backbones_within_budget():
+def test_rule_prefers_the_three_backbones_within_budget_else_the_most_backbones_that_fit_and_never_scores():
     def entry(ig, ms):
         return {"heldout": {"all_images": {"ig_explained_pct": ig}}, "cost": {"ms_per_1024x768_image": ms}}
 
-    entries = {"lite0": entry(78.0, 69.0), "lite2": entry(80.0, 80.0), "lite0+lite2": entry(83.0, 150.0),
-               bundle_models.PREFERRED: entry(84.0, 300.0)}
+    entries = {"lite0": entry(78.0, 69.0), "lite2": entry(80.0, 80.0), "lite0+lite2": entry(83.0, 250.0),
+               "lite1+lite2": entry(85.0, 290.0), "lite0+lite1": entry(84.0, 301.0), bundle_models.PREFERRED: entry(84.0, 300.0)}
     assert bundle_models.choose_default(entries) == bundle_models.PREFERRED
     entries[bundle_models.PREFERRED] = entry(90.0, 300.5)
-    assert bundle_models.choose_default(entries) == "lite0+lite2"
+    assert bundle_models.choose_default(entries) == "lite0+lite2"  # the cheaper pair, though another scores higher
+    entries["lite0+lite2"] = entry(83.0, 295.0)
+    assert bundle_models.choose_default(entries) == "lite1+lite2"
+    assert bundle_models.choose_default({"lite0": entry(70.0, 60.0), "lite2": entry(90.0, 80.0)}) == "lite0"
     with pytest.raises(ValueError, match="no bundled name costs at most 300"):
         bundle_models.choose_default({"lite2": entry(80.0, 400.0)})
 

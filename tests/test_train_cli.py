@@ -97,5 +97,7 @@ def test_bad_input_is_one_line_and_writes_nothing(csv_dataset, tmp_path, capsys)
                  "--backbone", "fake"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("deepgaze-jax train:") and "outside the image" in err and not out.exists()
-    assert train(csv_dataset, tmp_path / "m2.npz", "--init", "default") == 1  # a Lite0 model cannot start a fake one
-    assert "--init default is a efficientnet_lite0" in capsys.readouterr().err
+    assert train(csv_dataset, tmp_path / "m2.npz", "--init", "lite0") == 1  # a Lite0 model cannot start a fake one
+    assert "--init lite0 is a efficientnet_lite0 model that differs from this run in backbone" in capsys.readouterr().err
+    assert train(csv_dataset, tmp_path / "m2.npz", "--init", "default") == 1
+    assert "--init default is an ensemble of" in capsys.readouterr().err and not (tmp_path / "m2.npz").exists()

@@ -22,8 +22,8 @@ projection of block 14 (stride 32, 192 channels, before its skip addition as IIE
 
 Cost: the feature grids have 1344 / 432 = 3.1 times the channels of `lite0_inner`'s (the feature
 cache, the grids in memory and the readout's first layer as much larger); its cache is separate
-(the taps are part of the cache key). Seven of block10_depthwise's channels are constant on every
-image (dead inputs; on 64 MIT1003 images): the readout leaves such channels out (`readout.CONSTANT_STD`).
+(the taps are part of the cache key). Some of block10_depthwise's channels are constant on MIT1003's
+images (dead inputs): the readout leaves channels of training std below `readout.CONSTANT_STD` out.
 """
 
 import dataclasses

@@ -56,7 +56,6 @@ from deepgaze_jax.input_pipeline import DATA_AXIS, data_mesh, group_by_shape, st
 from deepgaze_jax.likelihood import fixation_counts, log_likelihood_of_logits
 from deepgaze_jax.finalizer import finalizer_logits, finalizer_maps
 from deepgaze_jax.model import ModelConfig
-from deepgaze_jax.readout import Readout
 from deepgaze_jax.training import TrainConfig, TrainState, make_optimizer, record_epoch, should_stop, weight_penalty
 
 logger = logging.getLogger(__name__)
@@ -193,7 +192,7 @@ def make_model_loss(config: ModelConfig, mesh: Mesh) -> Callable:
     the likelihood is taken of the logits (`likelihood.log_likelihood_of_logits`, the same maths as
     `finalizer.log_softmax_2d` and `likelihood.log_likelihood_per_image`).
     """
-    readout = Readout(config.readout_features)
+    readout = config.readout()
 
     def chunk_ll(head, stats, log_cb, train, val, grids, counts):
         saliency = readout.apply({"params": head["readout"], "stats": stats["readout"]}, grids)

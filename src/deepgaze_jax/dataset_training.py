@@ -22,19 +22,40 @@ from deepgaze_jax.data import datasets
 from deepgaze_jax.data.datasets import Dataset, Mode
 from deepgaze_jax.feature_cache import cached_feature_grids
 from deepgaze_jax.metrics import SAUC_NO_CENTERBIAS
-from deepgaze_jax.model import DeepGazeParams, ModelConfig, load_model
+from deepgaze_jax.model import DeepGazeParams, ModelConfig, bundled_members, load_model
 from deepgaze_jax.training import TrainConfig
 
 logger = logging.getLogger(__name__)
 
 
+INIT_FIELDS = ("backbone", "resolved_taps", "readout_features", "readout_kind", "cell", "long_side")
+"""What a model to start from must share with the run's `ModelConfig` (taps as resolved)."""
+
+
+def _init_field(config: ModelConfig, field: str):
+    value = getattr(config, field)
+    return value() if callable(value) else value
+
+
 def load_init(path: str | os.PathLike, config: ModelConfig) -> DeepGazeParams:
-    """The model ``path`` (or a bundled name) to start the readout from; it must match ``config``."""
-    init = load_model(path, backbone_weights={})
-    if (init.config.backbone, init.config.readout_features) != (config.backbone, config.readout_features):
+    """The model ``path`` (a file, or one bundled name such as ``lite0``) to start the readout from.
+
+    It must be one model (not an ensemble) and match ``config`` in every field of `INIT_FIELDS`;
+    the error names the fields that differ.
+    """
+    members = bundled_members(str(path))
+    if members is not None and len(members) > 1:
         raise ValueError(
-            f"--init {path} is a {init.config.backbone} / {init.config.readout_features} model, not "
-            f"{config.backbone} / {config.readout_features}: pass the same --backbone and readout"
+            f"--init {path} is an ensemble of {len(members)} models ({'+'.join(members)}); --init takes one "
+            "model: one bundled name (e.g. lite0) or a model file"
+        )
+    init = load_model(path, backbone_weights={})
+    differ = [f for f in INIT_FIELDS if _init_field(init.config, f) != _init_field(config, f)]
+    if differ:
+        found = ", ".join(f"{f} {_init_field(init.config, f)!r} (run: {_init_field(config, f)!r})" for f in differ)
+        raise ValueError(
+            f"--init {path} is a {init.config.backbone} model that differs from this run in {found}: pass the "
+            "same --backbone, --readout and --taps as the model was trained with"
         )
     return init
 

@@ -79,6 +79,10 @@ class ModelConfig:
         channels = self.get_backbone().channels
         return sum(channels[t] for t in self.resolved_taps())
 
+    def readout(self, **kwargs) -> Readout:
+        """The `readout.Readout` of this config (widths and kind); ``kwargs`` go to the module (e.g. ``name``)."""
+        return Readout(self.readout_features, self.readout_kind, **kwargs)
+
     def to_json(self) -> str:
         fields = dataclasses.asdict(self)
         if fields["readout_kind"] == ModelConfig.readout_kind:
@@ -101,7 +105,7 @@ class SaliencyHead(nn.Module):
 
     @nn.compact
     def __call__(self, grid: jnp.ndarray, log_centerbias: jnp.ndarray) -> jnp.ndarray:
-        saliency = Readout(self.config.readout_features, self.config.readout_kind, name="readout")(grid)
+        saliency = self.config.readout(name="readout")(grid)
         finalizer = Finalizer(
             cell=self.config.cell, init_sigma=self.config.init_sigma, max_sigma=self.config.max_sigma,
             name="finalizer",

@@ -21,7 +21,10 @@ Kind ``"iie"``: the saliency network of DeepGaze IIE (Linardos et al. 2021; ``de
 of the DeepGaze repository), 1x1 convolutions of 8, 16 and 1 channels with softplus between
 them and a LayerNorm before each. Its LayerNorm (``deepgaze_pytorch.layers.LayerNorm``) takes
 one mean and one variance per image over all channels *and positions* (torch ``layer_norm``
-over (C, H, W)), eps 1e-12; `LAYER_NORM_EPS` here. Differences, each documented where it is made:
+over (C, H, W)), with eps 1e-12. Differences, each documented where it is made:
+
+* eps is `LAYER_NORM_EPS` = 1e-6 (IIE: 1e-12), which keeps a constant (e.g. all-zero) image finite
+  in float32 and is negligible next to the unit variance of standardised features;
 
 * the first LayerNorm normalises the fixed-standardised features (IIE: the raw ones), so that
   every channel counts equally in the image's statistics whatever its scale; the other two

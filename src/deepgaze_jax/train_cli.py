@@ -8,7 +8,7 @@ Writes ``--out`` (the fold models as one mixture, with a centre bias fitted on a
 fixations: `predict`, `evaluate`, `plot`, `serve` and `export` take it) and, in the
 work directory, the crossvalidation report (``report.md``, ``report.json``, figures).
 Re-running the same command resumes: finished folds are skipped, the current one continues
-from its last checkpoint. ``--init default`` fine-tunes the bundled model (the paper's
+from its last checkpoint. ``--init lite0`` fine-tunes a bundled single model (the paper's
 protocol with our model as the pretraining); ``--init FILE`` starts from any model file.
 """
 
@@ -38,7 +38,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--init-seed", type=int, default=0, help="seed of the readout initialisation")
     p.add_argument("--seeds", type=int, default=1, help="readout instances per fold (averaged in probability)")
     p.add_argument("--stopping", choices=STOPPING, default=None, help=STOPPING_HELP)
-    p.add_argument("--init", default=None, help="'default' (fine-tune the bundled model) or a model .npz")
+    p.add_argument("--init", default=None, help="a bundled single model to fine-tune (lite0, lite1, lite2) or a model .npz")
     p.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
     p.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay, help="L2 on readout weights")
     p.add_argument("--drop-invalid", action="store_true", help="drop (and count) bad fixation records")
