@@ -113,8 +113,7 @@ def model_config(
         unknown = [tap for tap in taps if tap not in available]
         if unknown or not taps:
             raise ValueError(f"--taps: unknown taps {unknown} of {backbone}; choose from {', '.join(available)}")
-    spec = READOUTS[readout]
-    return ModelConfig(backbone=backbone, taps=taps, readout_features=spec.features, readout_kind=spec.kind)
+    return ModelConfig.for_readout(backbone, readout, taps)
 
 
 def model_config_of(args: argparse.Namespace) -> ModelConfig:

@@ -35,7 +35,7 @@ from deepgaze_jax.backbones import Backbone, get_backbone
 from deepgaze_jax.densities import resize_log_density
 from deepgaze_jax.finalizer import Finalizer
 from deepgaze_jax.model_io import read_model_file
-from deepgaze_jax.readout import PAPER_FEATURES, Readout
+from deepgaze_jax.readout import PAPER_FEATURES, READOUTS, Readout
 from deepgaze_jax.xla_options import jit
 
 
@@ -78,6 +78,13 @@ class ModelConfig:
     def num_channels(self) -> int:
         channels = self.get_backbone().channels
         return sum(channels[t] for t in self.resolved_taps())
+
+    @classmethod
+    def for_readout(cls, backbone: str, readout: str, taps: Sequence[str] | None = None) -> "ModelConfig":
+        """The config of ``backbone`` (its ``taps``; None: the default ones) with the readout named ``readout``
+        (a key of `readout.READOUTS`: its widths and kind)."""
+        spec = READOUTS[readout]
+        return cls(backbone=backbone, taps=taps, readout_features=spec.features, readout_kind=spec.kind)
 
     def readout(self, **kwargs) -> Readout:
         """The `readout.Readout` of this config (widths and kind); ``kwargs`` go to the module (e.g. ``name``)."""

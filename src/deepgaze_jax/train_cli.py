@@ -59,8 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from deepgaze_jax.weights import WeightsError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
-    readout = READOUTS[args.readout]
-    config = ModelConfig(backbone=args.backbone, readout_features=readout.features, readout_kind=readout.kind)
+    config = ModelConfig.for_readout(args.backbone, args.readout)
     workdir = workdir_for(args)
     try:
         dataset = load_fixations(args.fixations, args.stimuli, drop_invalid=args.drop_invalid)
