@@ -31,6 +31,7 @@ import shutil
 from pathlib import Path
 
 from deepgaze_jax import model
+from deepgaze_jax.evaluate_cli import write_atomic
 from deepgaze_jax.report import STOPPING_NOTES
 from experiments import configs
 
@@ -193,12 +194,6 @@ def check_default(entries: dict[str, dict], costs_given: bool) -> None:
     if costs_given and choose_default(entries) != default:
         raise ValueError(f"the rule picks {choose_default(entries)!r}, not model.DEFAULT_MODEL = {default!r}: set "
                          f"DEFAULT_MODEL = {choose_default(entries)!r} in src/deepgaze_jax/model.py and run this again")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def install(sources: dict[str, Path], card: dict) -> None:
