@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -342,11 +341,11 @@ def bundled_table(names, repeat: int, costs_out: Path | None) -> str:
 
 def write_costs(path: Path, wall_ms: dict, cpu_ms: dict, machine: str) -> None:
     """The JSON `experiments.bundle_models --costs` reads, written atomically."""
-    text = json.dumps({"ms_per_image": wall_ms, "cpu_ms_per_image": cpu_ms, "machine": machine,
-                       "command": "python -m benchmarks.inference " + " ".join(sys.argv[1:])}, indent=1)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
+    from deepgaze_jax.evaluate_cli import write_atomic
+
+    write_atomic(path, json.dumps({"ms_per_image": wall_ms, "cpu_ms_per_image": cpu_ms, "machine": machine,
+                                   "command": "python -m benchmarks.inference " + " ".join(sys.argv[1:])}, indent=1)
+                 + "\n")
 
 
 # ----------------------------------------------------------------------------- driver
