@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     _, report = crossvalidate_dataset(
         mit1003.mit1003(args.data_dir), config, train_config, args.workdir, args.cache_dir, title,
         num_folds=args.folds, fold_seed=args.fold_seed, init=init, command=command, log=log,
-        seeds=args.seeds, at_once=at_once, stopping=args.stopping,
+        seeds=args.seeds, at_once=at_once, stopping=args.stopping, dtype=batched_training.dtype_of_flag(args.dtype),
     )
     return report
 

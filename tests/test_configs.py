@@ -35,6 +35,10 @@ def test_every_config_loads_and_names_its_run_command(name):
     ("lite0_iie_taps", ["--backbone", "efficientnet_lite0", "--readout", "iie", "--taps",
                         "block8_depthwise,block10_depthwise,block14_project", "--no-pretrain", "--workdir",
                         "runs/crossval_lite0_iie_taps", "--stopping", "inner"]),
+    ("lite1_taps", ["--backbone", "efficientnet_lite1", "--taps", "block12_depthwise,block14_depthwise,block19_project",
+                    "--no-pretrain", "--workdir", "runs/crossval_lite1_taps", "--stopping", "inner"]),
+    ("lite2_taps", ["--backbone", "efficientnet_lite2", "--taps", "block12_depthwise,block14_depthwise,block19_project",
+                    "--no-pretrain", "--workdir", "runs/crossval_lite2_taps", "--stopping", "inner"]),
 ])
 def test_config_equals_the_readme_flags(name, flags):
     by_config, by_flags = crossval_mit1003.parse(["--config", name]), crossval_mit1003.parse(flags)
@@ -63,6 +67,16 @@ def test_ensemble_config_supplies_the_member_runs():
     args = ensemble_mit1003.parse(["--config", "ensemble"])
     assert args.runs == [Path("runs/crossval"), Path("runs/crossval_lite2")] and args.workdir == Path("runs/ensemble")
     assert ensemble_mit1003.parse(["a", "b"]).runs == [Path("a"), Path("b")]
+    taps = ensemble_mit1003.parse(["--config", "ensemble_taps"])
+    assert taps.runs == [Path(f"runs/crossval_lite{n}_taps") for n in range(3)]
+
+
+def test_dtype_flag_is_auto_by_default_and_names_a_dtype_otherwise():
+    from deepgaze_jax.batched_training import dtype_of_flag
+    assert crossval_mit1003.parse(["--config", "lite0_inner"]).dtype == "auto"
+    assert dtype_of_flag(crossval_mit1003.parse(["--config", "lite0_inner", "--dtype", "float32"]).dtype) == "float32"
+    with pytest.raises(ValueError, match="--dtype must be one of auto, float32, bfloat16"):
+        dtype_of_flag("float16")
 
 
 def test_a_run_needs_a_start_or_a_config_and_unknown_configs_fail():
@@ -72,10 +86,12 @@ def test_a_run_needs_a_start_or_a_config_and_unknown_configs_fail():
         configs.get("nope")
 
 
-@pytest.mark.parametrize("name, readout_kind, channels", [
-    ("lite0_iie", "iie", 432), ("lite0_taps", "deepgaze2", 1344), ("lite0_iie_taps", "iie", 1344)])
-def test_model_search_candidates_differ_from_lite0_inner_only_in_readout_and_taps(name, readout_kind, channels):
-    base, candidate = configs.get("lite0_inner"), configs.get(name)
+@pytest.mark.parametrize("name, base, readout_kind, channels", [
+    ("lite0_iie", "lite0_inner", "iie", 432), ("lite0_taps", "lite0_inner", "deepgaze2", 1344),
+    ("lite0_iie_taps", "lite0_inner", "iie", 1344), ("lite1_taps", "lite1_inner", "deepgaze2", 1536),
+    ("lite2_taps", "lite2_inner", "deepgaze2", 1648)])
+def test_candidates_differ_from_their_inner_config_only_in_readout_and_taps(name, base, readout_kind, channels):
+    base, candidate = configs.get(base), configs.get(name)
     assert candidate.model.readout_kind == readout_kind and candidate.model.num_channels() == channels
     assert candidate.model.grid_stride() == 16
     assert dataclasses.replace(candidate.model, taps=None, readout_kind="deepgaze2",

@@ -144,6 +144,20 @@ def test_block_taps_name_the_blocks_layers():
     assert len(backbone.strides) == 2 + 7 + 3 * len(spec.blocks)
 
 
+@pytest.mark.parametrize("name, taps", [
+    ("efficientnet_lite0", ("block8_depthwise", "block10_depthwise", "block14_project")),
+    ("efficientnet_lite1", ("block12_depthwise", "block14_depthwise", "block19_project")),
+    ("efficientnet_lite2", ("block12_depthwise", "block14_depthwise", "block19_project"))])
+def test_iie_taps_sit_where_iie_reads_b5(name, taps):
+    """Third-last and last block of stage 5 (depthwise, stride 16), last block of stage 6 (projection, stride 32)."""
+    spec, backbone = lite.VARIANTS[name], get_backbone(name)
+    assert spec.iie_taps == taps
+    stage5 = [i for i, b in enumerate(spec.blocks) if b.stage == 5]
+    assert f"block{stage5[-3]}_depthwise" == taps[0] and spec.stage_ends["stage5"] == stage5[-1]
+    assert spec.blocks[spec.stage_ends["stage6"] + 1].stage == 7
+    assert [backbone.strides[t] for t in taps] == [16, 16, 32]
+
+
 def test_block_taps_differ_where_the_block_has_a_skip(variant, all_taps):
     """A stride-1 block with equal widths adds its input after the projection; the first block of a stage does not."""
     name = variant[0]

@@ -18,6 +18,7 @@ from pathlib import Path
 import jax
 
 from deepgaze_jax.backbones import BACKBONES, get_backbone
+from deepgaze_jax.batched_training import DTYPE_HELP, DTYPES
 from deepgaze_jax.crossvalidation import STOPPING, STOPPING_HELP
 from deepgaze_jax.model import ModelConfig
 from deepgaze_jax.readout import READOUTS, ReadoutSpec
@@ -27,7 +28,7 @@ DEFAULT_CACHE_DIR = Path("cache/features")
 
 
 NAMES = ("lite0", "lite2", "ensemble", "lite0_inner", "lite1_inner", "lite2_inner", "ensemble_inner",
-         "lite0_iie", "lite0_taps", "lite0_iie_taps")
+         "lite0_iie", "lite0_taps", "lite0_iie_taps", "lite1_taps", "lite2_taps", "ensemble_taps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,8 +128,8 @@ def taps_flag(text: str) -> tuple[str, ...]:
 
 
 def add_model_and_training_args(parser: argparse.ArgumentParser) -> None:
-    """--config, --backbone, --readout, --taps, --optimizer, --max-epochs, seeds, --cache-dir, --batch-size,
-    --learning-rate.
+    """--config, --backbone, --readout, --taps, --optimizer, --max-epochs, seeds, --cache-dir, --dtype,
+    --batch-size, --learning-rate.
 
     Parse with `parse_args`, which applies ``--config`` and resolves the seeds.
     """
@@ -151,6 +152,7 @@ def add_model_and_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-seed", type=int, default=None, help="seed of the readout initialisation (default 0)")
     parser.set_defaults(config_fold_seed=0, config_init_seed=0)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="feature cache directory")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES, help=DTYPE_HELP)
     parser.add_argument(
         "--distributed", action="store_true",
         help="multi-host: call jax.distributed.initialize() first (run the same command on every host)",

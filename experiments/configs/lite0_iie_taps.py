@@ -10,15 +10,9 @@ Same as ``--backbone efficientnet_lite0 --readout iie --taps block8_depthwise,bl
 feature cache (same backbone, taps and working size).
 """
 
-import dataclasses
-from pathlib import Path
-
-from experiments.configs import Experiment, get, model_config
-from experiments.configs.lite0_taps import LITE0_IIE_TAPS
+from experiments.configs import Experiment
+from experiments.configs.lite0_taps import with_iie_taps
 
 
 def get_config() -> Experiment:
-    return dataclasses.replace(
-        get("lite0_inner"), model=model_config("efficientnet_lite0", "iie", LITE0_IIE_TAPS),
-        workdir=Path("runs/crossval_lite0_iie_taps"),
-    )
+    return with_iie_taps("lite0_inner", "iie", "runs/crossval_lite0_iie_taps")

@@ -7,7 +7,7 @@
 Same as ``--backbone efficientnet_lite0 --taps block8_depthwise,block10_depthwise,block14_project
 --no-pretrain --workdir runs/crossval_lite0_taps --stopping inner``.
 
-The taps (`LITE0_IIE_TAPS`, 480 + 672 + 192 = 1344 channels, vs 432 for the default stage5 +
+The taps (`efficientnet_lite.Variant.iie_taps`, 480 + 672 + 192 = 1344 channels, vs 432 for the default stage5 +
 stage7) are fixed a priori by carrying over DeepGaze IIE's recipe for its EfficientNet-B5
 (``deepgaze2e.py`` of the DeepGaze repository: ``_blocks.24._depthwise_conv``,
 ``_blocks.26._depthwise_conv``, ``_blocks.35._project_conv``), not by looking at any MIT1003 score.
@@ -29,14 +29,18 @@ images (dead inputs): the readout leaves channels of training std below `readout
 import dataclasses
 from pathlib import Path
 
+from deepgaze_jax.backbones.efficientnet_lite import VARIANTS
 from experiments.configs import Experiment, get, model_config
 
-LITE0_IIE_TAPS = ("block8_depthwise", "block10_depthwise", "block14_project")
-"""DeepGaze IIE's EfficientNet-B5 layers carried over to Lite0 (module docstring)."""
+
+def with_iie_taps(base: str, readout: str, workdir: str) -> Experiment:
+    """Configuration ``base`` reading its backbone's `Variant.iie_taps` through ``readout``, into ``workdir``."""
+    experiment = get(base)
+    backbone = experiment.model.backbone
+    return dataclasses.replace(
+        experiment, model=model_config(backbone, readout, VARIANTS[backbone].iie_taps), workdir=Path(workdir),
+    )
 
 
 def get_config() -> Experiment:
-    return dataclasses.replace(
-        get("lite0_inner"), model=model_config("efficientnet_lite0", "paper", LITE0_IIE_TAPS),
-        workdir=Path("runs/crossval_lite0_taps"),
-    )
+    return with_iie_taps("lite0_inner", "paper", "runs/crossval_lite0_taps")

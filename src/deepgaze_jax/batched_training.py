@@ -79,6 +79,22 @@ def training_dtype(device: jax.Device | None = None, cpuinfo: str | Path = "/pro
     return np.dtype(jnp.bfloat16) if "amx_bf16" in flags.split() else np.dtype(np.float32)
 
 
+DTYPES = ("auto", "float32", "bfloat16")
+DTYPE_HELP = ("dtype of the feature grids and the readout's first matmul in training (float32 accumulation): "
+              "auto (default) = bfloat16 on a GPU or an AMX-BF16 CPU, else float32")
+
+
+def dtype_of_flag(name: str) -> np.dtype | None:
+    """``--dtype``: None for "auto" (`training_dtype` decides), else that dtype.
+
+    >>> dtype_of_flag("bfloat16").name, dtype_of_flag("auto")
+    ('bfloat16', None)
+    """
+    if name not in DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    return None if name == "auto" else np.dtype(jnp.bfloat16 if name == "bfloat16" else np.float32)
+
+
 @flax.struct.dataclass
 class PoolGroup:
     """All images of one grid shape, shared by the K models, sharded over the images.

@@ -8,7 +8,9 @@ Writes ``--out`` (the fold models as one mixture, with a centre bias fitted on a
 fixations: `predict`, `evaluate`, `plot`, `serve` and `export` take it) and, in the
 work directory, the crossvalidation report (``report.md``, ``report.json``, figures).
 Re-running the same command resumes: finished folds are skipped, the current one continues
-from its last checkpoint. ``--init lite0`` fine-tunes a bundled single model (the paper's
+from its last checkpoint. The folds (x ``--seeds``) train at once in one vectorised program
+(``--fold-by-fold``: one after the other), in bfloat16 where the hardware has it
+(``--dtype``). ``--init lite0`` fine-tunes a bundled single model (the paper's
 protocol with our model as the pretraining); ``--init FILE`` starts from any model file.
 """
 
@@ -21,6 +23,7 @@ import sys
 from pathlib import Path
 
 from deepgaze_jax.backbones import BACKBONES
+from deepgaze_jax.batched_training import DTYPE_HELP, DTYPES, dtype_of_flag, trainable_at_once
 from deepgaze_jax.crossvalidation import STOPPING, STOPPING_HELP
 from deepgaze_jax.readout import READOUTS
 from deepgaze_jax.training import TrainConfig
@@ -41,6 +44,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--init", default=None, help="a bundled single model to fine-tune (lite0, lite1, lite2) or a model .npz")
     p.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
     p.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay, help="L2 on readout weights")
+    p.add_argument("--fold-by-fold", action="store_true",
+                   help="train the folds one after the other (default: all folds x seeds at once in one vectorised program)")
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help=DTYPE_HELP)
     p.add_argument("--drop-invalid", action="store_true", help="drop (and count) bad fixation records")
     p.add_argument("--workdir", type=Path, default=None, help="checkpoints and report (default: <out>.run/)")
     p.add_argument("--cache-dir", type=Path, default=Path("cache/features"), help="feature cache directory")
@@ -70,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         crossvalidate_dataset(
             dataset, config, train_config, workdir, args.cache_dir, title, num_folds=args.folds,
             fold_seed=args.fold_seed, init=init, mode="aspect", command=command, seeds=args.seeds,
-            stopping=args.stopping,
+            stopping=args.stopping, at_once=not args.fold_by_fold and trainable_at_once(train_config),
+            dtype=dtype_of_flag(args.dtype),
         )
     except (ValueError, OSError, WeightsError) as exc:
         print(f"deepgaze-jax train: {exc}", file=sys.stderr)

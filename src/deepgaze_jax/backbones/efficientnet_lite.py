@@ -136,6 +136,21 @@ class Variant:
         return sources
 
     @property
+    def iie_taps(self) -> tuple[str, ...]:
+        """DeepGaze IIE's EfficientNet-B5 layers carried over to this variant, by position.
+
+        IIE reads the depthwise outputs of B5's blocks 24 and 26 (the third-last and the last
+        block of stage 5, the last stride-16 stage) and the projection of block 35 (the last
+        block of stage 6); the same positions here. Fixed from IIE's recipe, not from any score.
+
+        >>> VARIANTS["efficientnet_lite0"].iie_taps
+        ('block8_depthwise', 'block10_depthwise', 'block14_project')
+        """
+        stage5 = [i for i, b in enumerate(self.blocks) if b.stage == 5]
+        return (f"block{stage5[-3]}_depthwise", f"block{stage5[-1]}_depthwise",
+                f"block{self.stage_ends['stage6']}_project")
+
+    @property
     def block_strides(self) -> tuple[int, ...]:
         """Output stride of each block in input pixels (the stem's 2 times the blocks' strides so far)."""
         return tuple(2 * math.prod(b.stride for b in self.blocks[: i + 1]) for i in range(len(self.blocks)))
