@@ -1,6 +1,6 @@
 """Where the seconds of one loss evaluation of the at-once crossvalidation go (issue #11).
 
-The program timed is the real one: `batched_training.make_batched_steps`'s ``value_and_grad``
+The program timed is the real one: `batched_training.make_batched_steps`'s ``fresh_value_and_grad``
 (the training objective of all K models and its gradient, what every line-search
 iteration of `batched_training.fit_many` computes), on a `batched_training.make_pool` of
 synthetic grids of MIT1003's real shapes (paper working sizes: 779 landscape images with
@@ -220,7 +220,7 @@ def profile_rows(config, train_config, groups, data, states, repeat: int) -> lis
         rows.append((name, cost.minus(previous), flops[name]))
         previous = cost
     steps = B.make_batched_steps(config, train_config)
-    whole = timed(lambda: jax.block_until_ready(steps.value_and_grad(states, data, groups)), repeat)
+    whole = timed(lambda: jax.block_until_ready(steps.fresh_value_and_grad(states, data, groups)), repeat)
     rows.append(("rest (masks, sums, custom_vjp)", whole.minus(previous), 0.0))
     rows.append(("**one evaluation (real program)**", whole, first + rest + flops["+ resize and blur"]))
     return rows

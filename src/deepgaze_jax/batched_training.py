@@ -277,8 +277,9 @@ class BatchedSteps:
 
     Attributes:
       evaluate: ``(states, models, groups) -> (K,) train, (K,) val`` NLL (nats/fix) at the current params.
-      value_and_grad: ``(states, models, groups) -> ((K,) objective, (K,) val NLL), grads``: the training
-        objective of every model with its gradient, what each line-search iteration computes.
+      fresh_value_and_grad: ``(states, models, groups) -> ((K,) objective, (K,) val NLL), grads``: the
+        training objective of every model with its gradient, computed afresh (not the value L-BFGS
+        stored): what each line-search iteration computes.
       record: ``(states, train, val) -> states`` `training.record_epoch` for every model.
       epoch: ``(states, models, groups, active) -> states``: one L-BFGS iteration of every active
         model, its training and validation loss recorded; inactive models unchanged.
@@ -286,7 +287,7 @@ class BatchedSteps:
     """
 
     evaluate: Callable
-    value_and_grad: Callable
+    fresh_value_and_grad: Callable
     record: Callable
     epoch: Callable
     mesh: Mesh
@@ -357,7 +358,8 @@ def make_batched_steps(config: ModelConfig, train_config: TrainConfig, mesh: Mes
     def evaluate(states: TrainState, models: ModelData, groups):
         return jax.vmap(lambda s, m: loss(s.params, s.stats, m.log_centerbias, m.train, m.val, groups))(states, models)
 
-    return BatchedSteps(evaluate=evaluate, value_and_grad=jax.jit(fresh), record=jax.jit(jax.vmap(record_epoch)), epoch=epoch, mesh=mesh)
+    return BatchedSteps(evaluate=evaluate, fresh_value_and_grad=jax.jit(fresh), record=jax.jit(jax.vmap(record_epoch)),
+                        epoch=epoch, mesh=mesh)
 
 
 def stack_states(states: Sequence[TrainState]) -> TrainState:
