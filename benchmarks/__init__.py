@@ -119,12 +119,47 @@ def cpu_ghz() -> float:
     return 0.0
 
 
-FP32_FLOP_PER_CYCLE_AVX2 = 32  # 2 FMA pipes x 8 fp32 lanes (256-bit) x 2 FLOP per FMA (Zen 3, Haswell+)
+FP32_FLOP_PER_CYCLE = {"avx512f": 64, "avx2": 32, "": 8}
+"""fp32 FLOP per cycle and core by the widest vector flag: two FMA pipes x lanes (16 for 512-bit, 8 for
+256-bit) x 2 FLOP per FMA (Xeon Scalable with two AVX-512 FMA units; Zen 3 or Haswell+ for AVX2); SSE: 8."""
+AMX_BF16_FLOP_PER_CYCLE = 1024
+"""bf16 FLOP per cycle and core of AMX (one TMUL: a 16 x 32 by 32 x 16 tile product, 16 x 16 x 32 multiply-adds,
+every 16 cycles), Intel's figure for Sapphire Rapids."""
 
 
-def cpu_peak_flops() -> float:
-    """Peak fp32 FLOP/s of this CPU: cores x clock x 32 FLOP/cycle (AVX2 + FMA)."""
-    return (os.cpu_count() or 1) * cpu_ghz() * 1e9 * FP32_FLOP_PER_CYCLE_AVX2
+def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> frozenset[str]:
+    """The first core's feature flags from /proc/cpuinfo (empty if unknown)."""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_peak_flops(flags: frozenset[str] | None = None) -> float:
+    """Peak fp32 FLOP/s of this CPU: cores x clock x `FP32_FLOP_PER_CYCLE` of its widest vector flag."""
+    flags = cpu_flags() if flags is None else flags
+    per_cycle = next(n for flag, n in FP32_FLOP_PER_CYCLE.items() if not flag or flag in flags)
+    return (os.cpu_count() or 1) * cpu_ghz() * 1e9 * per_cycle
+
+
+def cpu_peak_bf16_flops(flags: frozenset[str] | None = None) -> float:
+    """Peak bf16 FLOP/s: with AMX-BF16, cores x clock x `AMX_BF16_FLOP_PER_CYCLE`; else the fp32 peak x 2
+    with AVX512-BF16 (its dot products pair bf16 values), else the fp32 peak."""
+    flags = cpu_flags() if flags is None else flags
+    if "amx_bf16" in flags:
+        return (os.cpu_count() or 1) * cpu_ghz() * 1e9 * AMX_BF16_FLOP_PER_CYCLE
+    return cpu_peak_flops(flags) * (2 if "avx512_bf16" in flags else 1)
+
+
+def vector_units(flags: frozenset[str] | None = None) -> str:
+    """The flags that set the peaks, e.g. ``"AVX-512, AVX512-BF16, AMX-BF16"`` or ``"AVX2"``."""
+    flags = cpu_flags() if flags is None else flags
+    widest = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
+    extras = [name for flag, name in (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16")) if flag in flags]
+    return ", ".join([widest, *extras])
 
 
 def load_average() -> str:
@@ -139,7 +174,8 @@ def machine_line() -> str:
     devices = jax.devices()
     kinds = sorted({d.device_kind for d in devices})
     return (
-        f"{cpu_model()}, {os.cpu_count()} logical cores at {cpu_ghz():.2f} GHz; "
+        f"{cpu_model()}, {os.cpu_count()} logical cores at {cpu_ghz():.2f} GHz ({vector_units()}; peak "
+        f"{cpu_peak_flops() / 1e9:.0f} GFLOP/s fp32, {cpu_peak_bf16_flops() / 1e9:.0f} bf16); "
         f"jax {jax.__version__} on {len(devices)} {devices[0].platform} device(s) ({', '.join(kinds)}); "
         f"load average (1/5/15 min) {load_average()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
     )
