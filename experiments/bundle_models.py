@@ -1,12 +1,12 @@
 """Bundles finished MIT1003 crossvalidations as the package's models, and writes their model card.
 
-    python -m experiments.bundle_models --runs-dir /work/runs/s3      # the `SOURCES` runs, under that folder
+    python -m experiments.bundle_models --runs-dir RUNS      # the `SOURCES` runs, under that folder
     python -m benchmarks.inference --tables bundled --costs-out costs.json
-    python -m experiments.bundle_models --runs-dir /work/runs/s3 --costs costs.json   # + cost, default checked
-    python -m experiments.bundle_models lite0=runs/crossval_lite0_inner lite2=runs/crossval_lite2_inner \
-        lite0+lite2=runs/ensemble_lite0_lite2      # only these (with --runs-dir: these as well)
+    python -m experiments.bundle_models --runs-dir RUNS --costs costs.json   # + cost, default checked
+    python -m experiments.bundle_models lite0=runs/crossval_lite0_taps lite2=runs/crossval_lite2_taps \
+        lite0+lite2=runs/ensemble_lite0_lite2_taps      # only these (with --runs-dir: these as well)
 
-Each ``NAME=WORKDIR`` (default: `SOURCES`, the honest inner-stopping runs of `experiments/configs`)
+Each ``NAME=WORKDIR`` (default: `SOURCES`, the honest inner-stopping IIE-taps runs of `experiments/configs`)
 is a bundled name of `model.BUNDLED_MODELS` with the workdir of a finished
 `experiments.crossval_mit1003` run, whose ``mixture.npz`` (its ten fold models averaged in
 probability) is checked with `model.load_model_file` and copied, atomically, into the package's
@@ -38,11 +38,13 @@ from experiments import configs
 CARD_FORMAT = "deepgaze-jax-model-card-v1"
 CARD_NAME = "model_card.json"
 # bundled name -> the experiment config whose run it is
-SOURCES = {"lite0": "lite0_inner", "lite1": "lite1_inner", "lite2": "lite2_inner", "lite0+lite1+lite2": "ensemble_inner"}
+SOURCES = {"lite0": "lite0_taps", "lite1": "lite1_taps", "lite2": "lite2_taps", "lite0+lite1+lite2": "ensemble_taps"}
+"""The IIE-taps runs: the taps `experiments.model_search` picked for Lite0 on stopping-set NLL (training parts),
+carried over to Lite1 and Lite2 (`efficientnet_lite.Variant.iie_taps`) before their runs."""
 PREFERRED = "lite0+lite1+lite2"
 BUDGET_MS = 300.0
 DEFAULT_RULE = (
-    f"fixed before the runs: {PREFERRED} (the three Lite backbones' inner-stopping crossvalidations, averaged in "
+    f"fixed before the runs: {PREFERRED} (the three Lite backbones' inner-stopping crossvalidations, IIE taps, averaged in "
     f"probability) if predict_density costs at most {BUDGET_MS:.0f} ms per 1024x768 image on the reference CPU; "
     "else, of the bundled names within that cost, the one of the most backbones, and of those the cheapest; no "
     "held-out score enters the choice"
