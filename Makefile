@@ -34,7 +34,7 @@ test-all: install-test
 bench: install-test
 	$(PY) -m benchmarks.run
 
-crossval: install  # the bundled Lite0 model and its README figures (honest protocol: inner stopping, folds at once)
+crossval: install  # Lite0 with the paper taps: the README crossvalidation figures (honest protocol: inner stopping, folds at once)
 	$(PY) -m experiments.crossval_mit1003 --config lite0_inner
 
 clean:
