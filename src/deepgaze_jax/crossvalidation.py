@@ -559,7 +559,10 @@ def run_crossvalidation(
             "stopping": stopping,
         },
     )
-    dtype = batched_training.training_dtype() if dtype is None else np.dtype(dtype)
+    auto = batched_training.training_dtype()
+    why = "as asked" if dtype is not None else (
+        "auto: GPU or AMX-BF16 CPU" if auto != np.float32 else "auto: no GPU, no AMX-BF16")
+    dtype = auto if dtype is None else np.dtype(dtype)
     if at_once:
         batched_training.check_trainable_at_once(train_config)
     pending = []
@@ -575,8 +578,7 @@ def run_crossvalidation(
                 log(f"fold {fold}: {problem}; training it again")
             pending.append(fold)
     if pending:
-        log(f"training dtype {dtype.name} on {jax.devices()[0].device_kind} "
-            f"({'bfloat16: GPU or AMX-BF16 CPU' if dtype != np.float32 else 'float32: no GPU, no AMX-BF16'})")
+        log(f"training dtype {dtype.name} on {jax.devices()[0].device_kind} ({why})")
         sums = input_pipeline.feature_sums(data.grids) if init is None else None
         if not at_once:
             for fold in pending:
