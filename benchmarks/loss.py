@@ -6,7 +6,7 @@ iteration of `batched_training.fit_many` computes), on a `batched_training.make_
 synthetic grids of MIT1003's real shapes (paper working sizes: 779 landscape images with
 (24, 32, 432) EfficientNet-Lite0 grids and 96 x 128 density grids, 224 portrait ones
 transposed; about 104 fixations per image at random, 10 folds with inner stopping, in the
-training dtype `batched_training.training_dtype` of this machine). Speed does not depend on
+training dtype `batched_training.resolve_dtype` of this machine). Speed does not depend on
 the values.
 
 Then the pieces, each a prefix of the head run the same way (same chunks under ``lax.scan``,
@@ -108,7 +108,7 @@ def synthetic_pool(landscape: int, portrait: int, models: int, seed: int = 0):
     r, c = np.meshgrid(np.linspace(-1, 1, 64), np.linspace(-1, 1, 64), indexing="ij")
     template = -(r**2 + c**2) - np.log(np.exp(-(r**2 + c**2)).sum())
     groups, data = B.make_pool(grids, fixations, [functools.partial(centerbias_on_grid, template)] * models, trains,
-                               stops, config.cell, dtype=B.training_dtype())
+                               stops, config.cell, dtype=B.resolve_dtype()[0])
     train_config = T.TrainConfig()
     stats = {"readout": {"mean": jnp.zeros(CHANNELS), "std": jnp.ones(CHANNELS)}}
     states = B.stack_states([T.create_train_state(config, train_config, stats, key=jax.random.PRNGKey(k))

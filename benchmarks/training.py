@@ -110,7 +110,7 @@ def crossval_run(backbone: str, images: int, folds: int, at_once: bool, cache_di
     import jax
 
     from deepgaze_jax import crossvalidation
-    from deepgaze_jax.batched_training import training_dtype
+    from deepgaze_jax.batched_training import resolve_dtype
     from deepgaze_jax.data.datasets import to_working_space
     from deepgaze_jax.data.mit1003 import mit1003
     from deepgaze_jax.feature_cache import cached_feature_grids
@@ -140,7 +140,7 @@ def crossval_run(backbone: str, images: int, folds: int, at_once: bool, cache_di
         "s_per_epoch": train_s / (max(epochs) if at_once else sum(epochs)),
         "user_s": after.ru_utime - usage.ru_utime, "system_s": after.ru_stime - usage.ru_stime,
         "minor_faults": after.ru_minflt - usage.ru_minflt,
-        "dtype": training_dtype().name, "device": jax.devices()[0].device_kind, "load": load_average(),
+        "dtype": resolve_dtype()[0].name, "device": jax.devices()[0].device_kind, "load": load_average(),
         "val_nll_nats": [h["val_nll_nats"][h["best_epoch"]] for h in histories], "heldout_images": len(heldout),
     }
 

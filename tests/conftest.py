@@ -39,6 +39,10 @@ def use_compilation_cache() -> str:
 
 
 use_compilation_cache()
+# Train in float32 wherever the suite runs ("auto" picks bfloat16 on a GPU): the equalities the tests check
+# (at once = fold by fold, a model's stopping NLL = its history's) are float32 ones. Subprocesses inherit it;
+# the bfloat16 path is tested by asking for it (tests/test_batched_training.py).
+os.environ.setdefault("DEEPGAZE_JAX_TRAINING_DTYPE", "float32")
 
 
 @pytest.fixture(scope="session")

@@ -135,14 +135,22 @@ def test_bfloat16_training_stays_within_2_millibits_of_float32(setup):
     assert abs(crossvalidated_ll_bits(setup, bf16) - crossvalidated_ll_bits(setup, f32)) < 0.002
 
 
-def test_training_dtype_follows_the_hardware(tmp_path):
-    cpu = jax.devices("cpu")[0]
-    amx, avx = tmp_path / "amx", tmp_path / "avx"
-    amx.write_text("flags\t\t: fpu sse avx2 amx_bf16 amx_tile\n")
-    avx.write_text("flags\t\t: fpu sse avx2 fma\n")
-    assert B.training_dtype(cpu, amx) == np.dtype("bfloat16")
-    assert B.training_dtype(cpu, avx) == np.float32
-    assert B.training_dtype(cpu, tmp_path / "missing") == np.float32
+def test_training_dtype_is_float32_on_a_cpu():
+    assert B.training_dtype(jax.devices("cpu")[0]) == np.float32
+
+
+def test_auto_dtype_is_the_setting_where_set_else_the_hardware_rule(monkeypatch):
+    monkeypatch.setattr(B, "training_dtype", lambda: np.dtype("bfloat16"))  # as on a GPU
+    monkeypatch.setenv("DEEPGAZE_JAX_TRAINING_DTYPE", "float32")
+    assert B.resolve_dtype() == (np.float32, "$DEEPGAZE_JAX_TRAINING_DTYPE")
+    assert B.resolve_dtype(np.dtype("bfloat16")) == (np.dtype("bfloat16"), "as asked")
+    monkeypatch.setenv("DEEPGAZE_JAX_TRAINING_DTYPE", "auto")
+    assert B.resolve_dtype() == (np.dtype("bfloat16"), "auto: cpu")
+    monkeypatch.delenv("DEEPGAZE_JAX_TRAINING_DTYPE")
+    assert B.resolve_dtype()[0] == np.dtype("bfloat16")
+    monkeypatch.setenv("DEEPGAZE_JAX_TRAINING_DTYPE", "float16")
+    with pytest.raises(ValueError, match=r"\$DEEPGAZE_JAX_TRAINING_DTYPE must be one of auto, float32, bfloat16"):
+        B.resolve_dtype()
 
 
 def test_chunking_covers_every_image_in_equal_chunks():

@@ -99,7 +99,8 @@ def test_cli_ensemble_on_a_csv_dataset_writes_per_image_rows(csv_dataset, model_
         evaluate.evaluate_dataset(dataset, evaluate_cli.image_model(load_model(p)), progress=False)["scores"]["model"]
         for p in model_files
     ]
-    assert ensemble["ll_bits"] >= np.mean([m["ll_bits"] for m in members]) - 1e-6
+    # 1e-5 bits: float32 rounding of log densities near -8 nats, whose summation order differs between CPUs
+    assert ensemble["ll_bits"] >= np.mean([m["ll_bits"] for m in members]) - 1e-5
     assert all(abs(ensemble["ll_bits"] - m["ll_bits"]) > 1e-6 for m in members)
 
     with per_image.open(newline="") as f:

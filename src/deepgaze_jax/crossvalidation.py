@@ -533,7 +533,7 @@ def run_crossvalidation(
     Each fold has ``seeds`` readout instances (averaged in probability), trained one after the
     other (`train_fold`), or with ``at_once`` (L-BFGS only) all together by one vectorised
     program (`train_folds_at_once`; about twice as fast on a 2-core AVX2 CPU, `docs/benchmarks.md`).
-    ``dtype`` of the grids on device: default `batched_training.training_dtype`.
+    ``dtype`` of the grids on device: default `batched_training.resolve_dtype`.
     ``stopping``: the part each fold stops on (module docstring), default `resolve_stopping`
     (the one recorded in ``workdir``, else "inner"). The mixture's centre bias is fitted on
     all fixations (for use on other datasets).
@@ -559,10 +559,7 @@ def run_crossvalidation(
             "stopping": stopping,
         },
     )
-    auto = batched_training.training_dtype()
-    why = "as asked" if dtype is not None else (
-        "auto: GPU or AMX-BF16 CPU" if auto != np.float32 else "auto: no GPU, no AMX-BF16")
-    dtype = auto if dtype is None else np.dtype(dtype)
+    dtype, why = batched_training.resolve_dtype(dtype)
     if at_once:
         batched_training.check_trainable_at_once(train_config)
     pending = []

@@ -108,21 +108,27 @@ class StandardizedDense(nn.Module):
         return _grid_matmul(x, scaled) + (bias - mean @ scaled)
 
 
-def image_moments(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """(B, h, w, C) -> per image and channel, the mean over positions and the mean squared deviation
-    from it, (B, C) float32 each (two passes: no cancellation for channels of large mean)."""
+def image_moments(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """(B, h, w, C) -> per image and channel, (B, C) float32 each: a reference value r (the channel at
+    the first position), the mean over positions of x - r, and the mean squared deviation from the mean.
+
+    Sums of deviations, not of values: neither the cancellation of E[x^2] - E[x]^2 nor the rounding of
+    a float32 sum of large values (about 1e-3 for a channel of mean 1e4) reaches the result.
+    """
     x = x.astype(jnp.float32)
-    mean = jnp.mean(x, axis=(1, 2))
-    return mean, jnp.mean(jnp.square(x - mean[:, None, None, :]), axis=(1, 2))
+    reference = x[:, 0, 0, :]
+    deviation = jnp.mean(x - reference[:, None, None, :], axis=(1, 2))
+    mean = reference + deviation
+    return reference, deviation, jnp.mean(jnp.square(x - mean[:, None, None, :]), axis=(1, 2))
 
 
 def standardized_image_stats(x: jnp.ndarray, mean: jnp.ndarray, std: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Mean and std (``LAYER_NORM_EPS`` added to the variance) over positions and channels of
     z = (x - mean) / std (`inverse_std`), per image: (B,), (B,). From `image_moments` by the law of
     total variance: var z = mean_c (v_c / s_c^2 + (d_c - mu)^2), d_c = (a_c - m_c) / s_c, mu = mean_c d_c."""
-    channel_mean, channel_var = image_moments(x)
+    reference, deviation, channel_var = image_moments(x)
     inverse = inverse_std(std)
-    centred = (channel_mean - mean) * inverse
+    centred = ((reference - mean) + deviation) * inverse
     mu = jnp.mean(centred, axis=-1)
     var = jnp.mean(channel_var * jnp.square(inverse) + jnp.square(centred - mu[:, None]), axis=-1)
     return mu, jnp.sqrt(var + LAYER_NORM_EPS)

@@ -8,6 +8,7 @@
 ``DEEPGAZE_JAX_MIT1003``           the MIT1003 folder (``stimuli/`` + ``fixations.mat``)
 ``DEEPGAZE_JAX_OSIE``              the OSIE folder (``stimuli/``, ``eye/``, ``mouse_amt/``, ``mouse_lab/``)
 ``DEEPGAZE_JAX_XLA_CPU_YNN``       ``0`` turns off the YNNPACK dots of `xla_options.jit`
+``DEEPGAZE_JAX_TRAINING_DTYPE``    ``auto`` (default), ``float32`` or ``bfloat16``: what ``--dtype auto`` means
 =================================  ==========================================================
 
 `VARIABLES` lists them with their meaning (the README's settings table mirrors it).
@@ -23,6 +24,7 @@ CACHE = PREFIX + "CACHE"
 MIT1003 = PREFIX + "MIT1003"
 OSIE = PREFIX + "OSIE"
 XLA_CPU_YNN = PREFIX + "XLA_CPU_YNN"
+TRAINING_DTYPE = PREFIX + "TRAINING_DTYPE"
 OFF_VALUES = ("0", "false", "no", "off")
 
 
@@ -40,6 +42,8 @@ VARIABLES = {
     MIT1003: "the MIT1003 folder (`stimuli/` and `fixations.mat`) when no `root` / `--data-dir` is given",
     OSIE: "the OSIE folder (`stimuli/`, `eye/fixations.mat`, `mouse_amt/`, `mouse_lab/`) when no `root` is given",
     XLA_CPU_YNN: "`0` (or off/false/no) turns off the YNNPACK dots that `xla_options.jit` adds on CPU",
+    TRAINING_DTYPE: "`auto` (default: bfloat16 on a GPU, float32 on a CPU), `float32` or `bfloat16`: "
+                    "the training dtype where `--dtype` / `dtype=` is not given",
 }
 """{variable: what it sets}, every variable read below."""
 
@@ -63,3 +67,8 @@ def cache_dir() -> Path:
 def ynn_enabled() -> bool:
     """False when ``$DEEPGAZE_JAX_XLA_CPU_YNN`` is 0 / off / false / no; True otherwise."""
     return (get(XLA_CPU_YNN) or "1").strip().lower() not in OFF_VALUES
+
+
+def training_dtype_name() -> str:
+    """``$DEEPGAZE_JAX_TRAINING_DTYPE`` in lower case, ``"auto"`` when unset (checked by its user)."""
+    return (get(TRAINING_DTYPE) or "auto").strip().lower()

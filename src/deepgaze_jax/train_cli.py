@@ -9,7 +9,7 @@ fixations: `predict`, `evaluate`, `plot`, `serve` and `export` take it) and, in 
 work directory, the crossvalidation report (``report.md``, ``report.json``, figures).
 Re-running the same command resumes: finished folds are skipped, the current one continues
 from its last checkpoint. The folds (x ``--seeds``) train at once in one vectorised program
-(``--fold-by-fold``: one after the other), in bfloat16 where the hardware has it
+(``--fold-by-fold``: one after the other), in float32 on a CPU and bfloat16 on a GPU
 (``--dtype``). ``--init lite0`` fine-tunes a bundled single model (the paper's
 protocol with our model as the pretraining); ``--init FILE`` starts from any model file.
 """
