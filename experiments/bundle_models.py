@@ -5,6 +5,7 @@
     python -m experiments.bundle_models --runs-dir RUNS --costs costs.json   # + cost, default checked
     python -m experiments.bundle_models lite0=runs/crossval_lite0_taps lite2=runs/crossval_lite2_taps \
         lite0+lite2=runs/ensemble_lite0_lite2_taps      # only these (with --runs-dir: these as well)
+    python -m experiments.bundle_models --recost --costs costs.json   # new costs for the installed card
 
 Each ``NAME=WORKDIR`` (default: `SOURCES`, the honest inner-stopping IIE-taps runs of `experiments/configs`)
 is a bundled name of `model.BUNDLED_MODELS` with the workdir of a finished
@@ -18,7 +19,9 @@ held-out figures of the run's ``report.json`` (all images and the paper's 1024x7
 stopping protocol and the command that made it; with ``--costs`` (the JSON of
 ``benchmarks.inference --tables bundled``) its ms per 1024x768 image, and then it checks
 that `model.DEFAULT_MODEL` is the one `choose_default` picks (`DEFAULT_RULE`), before writing
-anything. Prints the card as the Markdown table of the README's model card.
+anything. ``--recost`` takes no runs: it puts the costs of ``--costs`` into the installed card (same files
+and figures, e.g. after `predict_density` got faster) and checks the default the same way. Prints the card
+as the Markdown table of the README's model card.
 """
 
 from __future__ import annotations
@@ -61,7 +64,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folder holding the SOURCES runs (default: each config's own workdir)")
     parser.add_argument("--costs", type=Path, default=None,
                         help="JSON of `benchmarks.inference --tables bundled --costs-out`: ms per 1024x768 image")
+    parser.add_argument("--recost", action="store_true",
+                        help="no runs: put the costs of --costs into the installed model card and check the default")
     args = parser.parse_args(argv)
+    if args.recost and (args.sources or args.runs_dir or args.costs is None):
+        parser.error("--recost takes --costs and no runs (neither NAME=WORKDIR nor --runs-dir)")
     try:
         pairs = sources_from_pairs(args.sources)
     except ValueError as exc:
@@ -263,10 +270,20 @@ def bundle(sources: dict[str, Path], costs_path: Path | None = None) -> dict:
     return card
 
 
+def recost(costs_path: Path) -> dict:
+    """The installed card with the costs of ``costs_path`` (`add_costs`), its default checked; written atomically."""
+    card = json.loads((model.ASSETS / CARD_NAME).read_text())
+    add_costs(card["models"], read_costs(costs_path))
+    check_default(card["models"], costs_given=True)
+    card["default"] = model.DEFAULT_MODEL
+    write_atomic(model.ASSETS / CARD_NAME, json.dumps(card, indent=1) + "\n")
+    return card
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     try:
-        card = bundle(args.sources, args.costs)
+        card = recost(args.costs) if args.recost else bundle(args.sources, args.costs)
     except (OSError, ValueError) as exc:
         raise SystemExit(f"bundle_models: {exc}") from exc
     print(markdown_table(card))

@@ -135,3 +135,24 @@ def test_the_benchmarks_costs_are_what_bundling_reads(tmp_path):
     (tmp_path / "other.json").write_text("{}")
     with pytest.raises(ValueError, match="no 'ms_per_image'"):
         bundle_models.read_costs(tmp_path / "other.json")
+
+
+def test_recost_puts_new_costs_into_the_installed_card_and_checks_the_default(assets, tmp_path, capsys):
+    entry = {"backbones": ["fake"], "heldout": {"all_images": {"ig_explained_pct": 80.0}}, "stopping": "inner",
+             "command": "made"}
+    card = {"format": bundle_models.CARD_FORMAT, "default": "lite0+lite2",
+            "models": {"lite0": dict(entry), "lite0+lite2": dict(entry, cost={"ms_per_1024x768_image": 350.0})}}
+    assets.mkdir()
+    (assets / bundle_models.CARD_NAME).write_text(json.dumps(card))
+    costs = write_costs(tmp_path, {"lite0": 90.0, "lite0+lite2": 310.0})
+    with pytest.raises(SystemExit, match="the rule picks 'lite0'"):  # lite0+lite2 is 1 backbone too many for 300 ms
+        bundle_models.main(["--recost", "--costs", str(costs)])
+    assert json.loads((assets / bundle_models.CARD_NAME).read_text()) == card  # nothing written
+    costs = write_costs(tmp_path, {"lite0": 90.0, "lite0+lite2": 180.0})
+    written = bundle_models.main(["--recost", "--costs", str(costs)])
+    assert json.loads((assets / bundle_models.CARD_NAME).read_text()) == written
+    assert written["models"]["lite0+lite2"]["cost"]["ms_per_1024x768_image"] == 180.0
+    assert written["models"]["lite0"]["heldout"] == entry["heldout"] and "| 180 | inner |" in capsys.readouterr().out
+    for argv in (["--recost"], ["--recost", "--costs", str(costs), "lite0=somewhere"]):
+        with pytest.raises(SystemExit):
+            bundle_models.parse(argv)

@@ -8,7 +8,7 @@ from deepgaze_jax import ModelConfig, init_params, predict_density, sample_fixat
 from deepgaze_jax.densities import log_normalize
 from deepgaze_jax.predict import predict_density_without_centerbias
 from deepgaze_jax.images import ImageError
-from deepgaze_jax.model import Ensemble
+from deepgaze_jax.model import Ensemble, mixture
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +112,32 @@ def test_ensembles_average_in_probability(params):
     for image, got in zip(images, ensemble):
         assert_density(got, image.shape[:2])
         members = [predict_density(params, image), predict_density(other, image)]
-        np.testing.assert_allclose(got, log_mean_density(members), atol=2e-6)
         assert not np.allclose(got, members[0], atol=1e-3)  # the two models do differ
+    # a working-size image maps each cell to its pixels alike, so averaging on the grid = averaging per pixel
+    members = [predict_density(params, images[0]), predict_density(other, images[0])]
+    np.testing.assert_allclose(ensemble[0], log_mean_density(members), atol=2e-6)
     np.testing.assert_allclose(predict_density([params, params], images[0]), predict_density(params, images[0]), atol=2e-6)
     for bad in ([], [params, "model.npz"]):
         with pytest.raises(ValueError, match="list of models"):
             predict_density(bad, images[0])
+
+
+def test_an_ensemble_is_the_mixture_on_the_density_grid_at_any_image_size(params):
+    """Members of one config: the ensemble predicts what the one model holding both heads (`model.mixture`)
+    does, also where the density is resampled to the image (70 x 50 here), since both average on the grid."""
+    other = init_params(params.config, jax.random.PRNGKey(7), centerbias=params.centerbias)
+    images = [np.random.default_rng(6).integers(0, 256, s, dtype=np.uint8) for s in [(96, 128, 3), (70, 50, 3)]]
+    for got, want in zip(predict_density([params, other], images), predict_density(mixture([params, other]), images)):
+        np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+def test_members_of_other_working_sizes_are_averaged_per_pixel(params):
+    from deepgaze_jax.densities import log_mean_density
+
+    coarse = init_params(ModelConfig(backbone="fake", long_side=256), jax.random.PRNGKey(8))
+    image = np.random.default_rng(9).integers(0, 256, (70, 50, 3), dtype=np.uint8)
+    members = [predict_density(params, image), predict_density(coarse, image)]
+    np.testing.assert_allclose(predict_density([params, coarse], image), log_mean_density(members), atol=2e-6)
 
 
 def test_an_ensemble_predicts_like_the_list_of_its_members(params):

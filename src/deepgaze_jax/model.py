@@ -355,7 +355,7 @@ BUNDLED_MODELS = {
     "lite2": "deepgaze2_mit1003_lite2.npz",
 }
 ENSEMBLE_SEPARATOR = "+"
-DEFAULT_MODEL = "lite1+lite2"  # what load_model() and the CLI load: the README model card says why
+DEFAULT_MODEL = "lite0+lite1+lite2"  # what load_model() and the CLI load: the README model card says why
 ASSETS = Path(__file__).parent / "assets"
 
 

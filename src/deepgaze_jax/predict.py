@@ -12,7 +12,9 @@ and the result is mapped back to the image's own H x W:
   area-summed mass where it shrinks), renormalised.
 
 Images are grouped by working size and run in batches, so one compilation
-serves every image of the same aspect ratio.
+serves every image of the same aspect ratio. An ensemble's members are averaged in
+probability on the density grid, before the mapping (one mapping per image, not one
+per member).
 """
 
 from __future__ import annotations
@@ -49,10 +51,47 @@ def _centerbias_template(params: DeepGazeParams, centerbias: CenterBiasLike):
 _expand = jit(expand_to_pixels, static_argnums=1)
 
 
-def _predict_ensemble(models: Sequence[DeepGazeParams], images, centerbias, batch_size, backbone_dtype) -> list[np.ndarray]:
+def _density_grids(params: DeepGazeParams, working: Sequence[np.ndarray], centerbias: CenterBiasLike, batch_size: int,
+                   backbone_dtype) -> list[jax.Array]:
+    """Per working image, the model's log density over its density grid, in batches of one working size."""
+    template = _centerbias_template(params, centerbias)
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, w in enumerate(working):
+        groups[w.shape[:2]].append(i)
+    results: list[jax.Array | None] = [None] * len(working)
+    for shape, members in groups.items():
+        grid_shape = density_grid_shape(params.config, shape)
+        log_cb = centerbias_on_grid(template, grid_shape)
+        for start in range(0, len(members), batch_size):
+            chunk = members[start : start + batch_size]
+            padded = min(batch_size, 1 << (len(chunk) - 1).bit_length())
+            batch = np.stack([working[i] for i in chunk] + [working[chunk[0]]] * (padded - len(chunk)))
+            out = log_density_grid(
+                params, jnp.asarray(batch), jnp.broadcast_to(log_cb, (padded, *grid_shape)), jnp.dtype(backbone_dtype)
+            )
+            for j, i in enumerate(chunk):
+                results[i] = out[j]
+    return results
+
+
+def _to_pixels(grid_density: jax.Array, working_shape: tuple[int, int], original: tuple[int, int], cell: int) -> np.ndarray:
+    """A density-grid log density mapped to the image's own H x W (module docstring)."""
+    if tuple(original) == tuple(working_shape):
+        return np.asarray(_expand(grid_density, cell))
+    return resize_log_density(np.asarray(grid_density), original)
+
+
+def _mean_per_image(per_member: Sequence[Sequence]) -> list:
+    """Per image, the members' log densities averaged in probability (float32); one member's as they are."""
+    if len(per_member) == 1:
+        return list(per_member[0])
+    return [log_mean_density([np.asarray(d) for d in densities], dtype=np.float32) for densities in zip(*per_member)]
+
+
+def _predict_mixed_grids(models: Sequence[DeepGazeParams], images, centerbias, batch_size, backbone_dtype) -> list[np.ndarray]:
+    """An ensemble whose members differ in working size or cell: averaged in probability per pixel."""
     decoded = [to_rgb_uint8(im) for im in images]
-    per_model = [predict_density(m, decoded, centerbias, batch_size, backbone_dtype) for m in models]
-    return [log_mean_density(densities, dtype=np.float32) for densities in zip(*per_model)]
+    return _mean_per_image([predict_density(m, decoded, centerbias, batch_size, backbone_dtype) for m in models])
 
 
 def predict_density(
@@ -66,9 +105,11 @@ def predict_density(
 
     Args:
       params: a model (`DeepGazeParams`), an `Ensemble` (``load_model()``, the bundled default)
-        or a list of them: the densities of an ensemble's members are averaged in probability
-        (`densities.log_mean_density`; nested ensembles are flattened, each single model weighing
-        the same), e.g. ``load_model("lite0+lite2")`` or ``[load_model("lite0"), load_model("lite2")]``.
+        or a list of them: the members' densities are averaged in probability on their shared
+        density grid (as the crossvalidated ensembles were scored), then mapped to the image like
+        a single model's (`densities.log_mean_density`; nested ensembles are flattened, each single
+        model weighing the same; members of different working sizes or cells are averaged per
+        pixel instead), e.g. ``load_model("lite0+lite2")`` or ``[load_model("lite0"), load_model("lite2")]``.
       img: one image (path, bytes, PIL image or array (H, W), (H, W, 1|3|4)), a list of
         them, or a (B, H, W, 3) NumPy or JAX array.
       centerbias: None uses the model's own centre bias (uniform if it has none);
@@ -91,32 +132,14 @@ def predict_density(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     members = ensemble_members(params)
-    if len(members) > 1:
-        results = _predict_ensemble(members, images, centerbias, batch_size, backbone_dtype)
+    config = members[0].config
+    if any((m.config.long_side, m.config.cell) != (config.long_side, config.cell) for m in members):
+        results = _predict_mixed_grids(members, images, centerbias, batch_size, backbone_dtype)
         return results[0] if single else results
-    params = members[0]
-    template = _centerbias_template(params, centerbias)
-    config = params.config
     working, originals = zip(*(load_working_image(im, config.long_side) for im in images))
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i, w in enumerate(working):
-        groups[w.shape[:2]].append(i)
-    results: list[np.ndarray | None] = [None] * len(images)
-    for shape, members in groups.items():
-        grid_shape = density_grid_shape(config, shape)
-        log_cb = centerbias_on_grid(template, grid_shape)
-        for start in range(0, len(members), batch_size):
-            chunk = members[start : start + batch_size]
-            padded = min(batch_size, 1 << (len(chunk) - 1).bit_length())
-            batch = np.stack([working[i] for i in chunk] + [working[chunk[0]]] * (padded - len(chunk)))
-            out = log_density_grid(
-                params, jnp.asarray(batch), jnp.broadcast_to(log_cb, (padded, *grid_shape)), jnp.dtype(backbone_dtype)
-            )
-            for j, i in enumerate(chunk):
-                if tuple(originals[i]) == tuple(shape):
-                    results[i] = np.asarray(_expand(out[j], config.cell))
-                else:
-                    results[i] = resize_log_density(np.asarray(out[j]), originals[i])
+    per_member = [_density_grids(m, working, centerbias, batch_size, backbone_dtype) for m in members]
+    grids = _mean_per_image(per_member)
+    results = [_to_pixels(g, w.shape[:2], o, config.cell) for g, w, o in zip(grids, working, originals)]
     return results[0] if single else results
 
 
