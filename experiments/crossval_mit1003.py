@@ -37,7 +37,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     configs.add_model_and_training_args(parser)
     start = parser.add_mutually_exclusive_group()
-    start.add_argument("--no-pretrain", action="store_true", help="random readout per fold (implied by --config)")
+    start.add_argument("--no-pretrain", action="store_true",
+                       help="random readout per fold (the default of --config, unless the config names an init)")
     start.add_argument("--init", type=Path, help="model .npz to start from (e.g. pretrained on SALICON)")
     parser.add_argument("--data-dir", type=Path, default=None, help="MIT1003 root (default: discovered)")
     parser.add_argument("--workdir", type=Path, default=None, help="default: the config's, else runs/crossval")
@@ -50,6 +51,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = configs.parse_args(parser, argv)
     if args.config is None and not (args.no_pretrain or args.init):
         parser.error("one of --no-pretrain, --init or --config is required")
+    if args.no_pretrain:  # an explicit --no-pretrain wins over a config's init
+        args.init = None
     args.no_pretrain = args.init is None
     if args.workdir is None:
         args.workdir = configs.get(args.config).workdir if args.config else Path("runs/crossval")

@@ -37,7 +37,7 @@ import numpy as np
 from deepgaze_jax import batched_training, crossvalidation
 from deepgaze_jax.data import datasets, mit1003
 from deepgaze_jax.data.datasets import Dataset
-from deepgaze_jax.dataset_training import crossvalidate_dataset, write_report
+from deepgaze_jax.dataset_training import crossvalidate_dataset, load_init, write_report
 from deepgaze_jax.evaluate_cli import write_atomic
 from deepgaze_jax.metrics import SAUC_NO_CENTERBIAS
 from experiments import configs
@@ -76,9 +76,13 @@ def crossvalidate_candidate(
     The folds train all at once where the optimiser allows it (`batched_training.trainable_at_once`), as
     `experiments.crossval_mit1003` does by default."""
     title = f"MIT1003 model search, candidate {name}: {experiment.model.backbone}, inner stopping"
+    if experiment.init is not None and not Path(experiment.init).is_file():
+        raise FileNotFoundError(f"candidate {name} starts from {experiment.init}, which is missing: run the pretraining "
+                                f"in experiments/configs/{name}.py's docstring first")
+    init = None if experiment.init is None else load_init(experiment.init, experiment.model)
     _, report = crossvalidate_dataset(
         dataset, experiment.model, experiment.training, workdir, cache_dir, title, num_folds=experiment.folds,
-        fold_seed=experiment.fold_seed, command={"model_search_candidate": name}, log=log, stopping="inner",
+        fold_seed=experiment.fold_seed, init=init, command={"model_search_candidate": name}, log=log, stopping="inner",
         seeds=experiment.seeds, at_once=batched_training.trainable_at_once(experiment.training),
     )
     return report

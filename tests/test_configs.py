@@ -39,6 +39,9 @@ def test_every_config_loads_and_names_its_run_command(name):
                     "--no-pretrain", "--workdir", "runs/crossval_lite1_taps", "--stopping", "inner"]),
     ("lite2_taps", ["--backbone", "efficientnet_lite2", "--taps", "block12_depthwise,block14_depthwise,block19_project",
                     "--no-pretrain", "--workdir", "runs/crossval_lite2_taps", "--stopping", "inner"]),
+    ("lite1_taps_osie", ["--backbone", "efficientnet_lite1", "--taps", "block12_depthwise,block14_depthwise,block19_project",
+                         "--init", "runs/pretrain_osie_lite1_taps/model.npz", "--workdir", "runs/crossval_lite1_taps_osie",
+                         "--stopping", "inner"]),
 ])
 def test_config_equals_the_readme_flags(name, flags):
     by_config, by_flags = crossval_mit1003.parse(["--config", name]), crossval_mit1003.parse(flags)
@@ -112,3 +115,9 @@ def test_taps_flag_refuses_unknown_taps_with_the_choices(capsys):
     assert "unknown taps ['block10_dw'] of efficientnet_lite0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="block10_depthwise"):
         configs.model_config("efficientnet_lite0", "paper", ("block99",))
+
+
+def test_an_explicit_no_pretrain_wins_over_the_configs_init():
+    assert crossval_mit1003.parse(["--config", "lite0_taps_osie"]).init == Path("runs/pretrain_osie_lite0_taps/model.npz")
+    args = crossval_mit1003.parse(["--config", "lite0_taps_osie", "--no-pretrain"])
+    assert args.init is None and args.no_pretrain

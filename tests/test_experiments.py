@@ -211,7 +211,14 @@ def test_model_search_picks_each_fold_on_its_stopping_part(tmp_path, mit_root):
 
 def test_model_search_candidates_are_single_configs():
     assert model_search.parse([]).config == ["lite0", "lite2", "lite0_inner", "lite1_inner", "lite2_inner", "lite0_iie",
-                                             "lite0_taps", "lite0_iie_taps", "lite1_taps", "lite2_taps"]
+                                             "lite0_taps", "lite0_iie_taps", "lite1_taps", "lite2_taps",
+                                             "lite0_taps_osie", "lite1_taps_osie", "lite2_taps_osie"]
     for argv in (["--config", "lite0"], ["--config", "lite0", "--config", "ensemble"], ["--config", "lite0"] * 2):
         with pytest.raises(SystemExit):
             model_search.parse(argv)
+
+
+def test_a_candidate_without_its_pretraining_says_which_command_makes_it(tmp_path):
+    name = "lite0_taps_osie"
+    with pytest.raises(FileNotFoundError, match=f"run the pretraining in experiments/configs/{name}.py"):
+        model_search.crossvalidate_candidate(name, configs.get(name), None, tmp_path / "w", tmp_path / "c", print)

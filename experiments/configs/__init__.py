@@ -28,7 +28,8 @@ DEFAULT_CACHE_DIR = Path("cache/features")
 
 
 NAMES = ("lite0", "lite2", "ensemble", "lite0_inner", "lite1_inner", "lite2_inner", "ensemble_inner",
-         "lite0_iie", "lite0_taps", "lite0_iie_taps", "lite1_taps", "lite2_taps", "ensemble_taps")
+         "lite0_iie", "lite0_taps", "lite0_iie_taps", "lite1_taps", "lite2_taps", "ensemble_taps",
+         "lite0_taps_osie", "lite1_taps_osie", "lite2_taps_osie", "ensemble_taps_osie")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +47,8 @@ class Experiment:
       stopping: the part each fold stops on (`crossvalidation.fold_split`): "inner" (honest) or
         "heldout" (the protocol of the figures published before the choice existed).
       seeds: readout instances per fold (averaged in probability).
+      init: the model file every fold's readout starts from (e.g. an `experiments.pretrain_osie` run's
+        ``model.npz``, made first by the command in the config's docstring); None: a random readout.
     """
 
     model: ModelConfig
@@ -56,6 +59,7 @@ class Experiment:
     members: tuple[str, ...] = ()
     stopping: str = "inner"
     seeds: int = 1
+    init: Path | None = None
 
 
 def get(name: str) -> Experiment:
@@ -82,6 +86,7 @@ def flag_defaults(experiment: Experiment) -> dict:
         learning_rate=t.learning_rate, batch_size=t.batch_size, weight_decay=t.weight_decay, folds=experiment.folds,
         line_search=t.line_search, seeds=experiment.seeds,
         config_fold_seed=experiment.fold_seed, config_init_seed=t.seed, stopping=experiment.stopping,
+        init=experiment.init,
     )
 
 

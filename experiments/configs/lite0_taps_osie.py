@@ -1,0 +1,27 @@
+"""`lite0_taps` (EfficientNet-Lite0 on DeepGaze IIE's layers, paper readout, inner stopping) with every fold's
+readout starting from a readout pretrained on OSIE's mouse pseudo-fixations: the paper's protocol (SALICON
+pretraining, then the MIT1003 crossvalidation), on the mouse-tracking data obtainable here.
+
+    python -m experiments.pretrain_osie --config lite0_taps --workdir runs/pretrain_osie_lite0_taps
+    python -m experiments.crossval_mit1003 --config lite0_taps_osie
+
+Same as ``--config lite0_taps --init runs/pretrain_osie_lite0_taps/model.npz --workdir runs/crossval_lite0_taps_osie``.
+The pretraining sees no MIT1003 image (it stops on OSIE's eye fixations, `docs/pretrain_osie.md`); fixed
+by the paper's protocol, not by a MIT1003 score.
+"""
+
+import dataclasses
+from pathlib import Path
+
+from experiments.configs import Experiment, get
+
+
+def pretrained_on_osie(base: str) -> Experiment:
+    """Configuration ``base`` with each fold's readout starting from ``runs/pretrain_osie_<base>/model.npz``
+    (made by `experiments.pretrain_osie` with ``--config <base>``), into ``runs/crossval_<base>_osie``."""
+    return dataclasses.replace(get(base), workdir=Path(f"runs/crossval_{base}_osie"),
+                               init=Path(f"runs/pretrain_osie_{base}/model.npz"))
+
+
+def get_config() -> Experiment:
+    return pretrained_on_osie("lite0_taps")
