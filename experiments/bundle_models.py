@@ -3,11 +3,12 @@
     python -m experiments.bundle_models --runs-dir RUNS      # the `SOURCES` runs, under that folder
     python -m benchmarks.inference --tables bundled --costs-out costs.json
     python -m experiments.bundle_models --runs-dir RUNS --costs costs.json   # + cost, default checked
-    python -m experiments.bundle_models lite0=runs/crossval_lite0_taps lite2=runs/crossval_lite2_taps \
-        lite0+lite2=runs/ensemble_lite0_lite2_taps      # only these (with --runs-dir: these as well)
+    python -m experiments.bundle_models lite0=runs/crossval_lite0_taps_osie lite2=runs/crossval_lite2_taps_osie \
+        lite0+lite2=runs/ensemble_lite0_lite2_taps_osie      # only these (with --runs-dir: these as well)
     python -m experiments.bundle_models --recost --costs costs.json   # new costs for the installed card
 
-Each ``NAME=WORKDIR`` (default: `SOURCES`, the honest inner-stopping IIE-taps runs of `experiments/configs`)
+Each ``NAME=WORKDIR`` (default: `SOURCES`, the honest inner-stopping, OSIE-pretrained IIE-taps runs of
+`experiments/configs`)
 is a bundled name of `model.BUNDLED_MODELS` with the workdir of a finished
 `experiments.crossval_mit1003` run, whose ``mixture.npz`` (its ten fold models averaged in
 probability) is checked with `model.load_model_file` and copied, atomically, into the package's
@@ -41,9 +42,12 @@ from experiments import configs
 CARD_FORMAT = "deepgaze-jax-model-card-v1"
 CARD_NAME = "model_card.json"
 # bundled name -> the experiment config whose run it is
-SOURCES = {"lite0": "lite0_taps", "lite1": "lite1_taps", "lite2": "lite2_taps", "lite0+lite1+lite2": "ensemble_taps"}
-"""The IIE-taps runs: the taps `experiments.model_search` picked for Lite0 on stopping-set NLL (training parts),
-carried over to Lite1 and Lite2 (`efficientnet_lite.Variant.iie_taps`) before their runs."""
+SOURCES = {"lite0": "lite0_taps_osie", "lite1": "lite1_taps_osie", "lite2": "lite2_taps_osie",
+           "lite0+lite1+lite2": "ensemble_taps_osie"}
+"""The OSIE-pretrained IIE-taps runs: the taps `experiments.model_search` picked for Lite0 on stopping-set NLL
+(training parts), carried over to Lite1 and Lite2 (`efficientnet_lite.Variant.iie_taps`) before their runs; each
+fold's readout started from one pretrained on OSIE (`experiments.pretrain_osie`), chosen over the random start
+(`*_taps`) by the mean stopping-set NLL over the folds and backbones (docs/pretrain_osie.md)."""
 PREFERRED = "lite0+lite1+lite2"
 BUDGET_MS = 300.0
 DEFAULT_RULE = (
