@@ -218,7 +218,8 @@ def test_model_search_candidates_are_single_configs():
             model_search.parse(argv)
 
 
-def test_a_candidate_without_its_pretraining_says_which_command_makes_it(tmp_path):
+def test_a_candidate_without_its_pretraining_says_which_command_makes_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the config's init is relative: runs/pretrain_osie_lite0_taps/model.npz, not made here
     name = "lite0_taps_osie"
     with pytest.raises(FileNotFoundError, match=f"run the pretraining in experiments/configs/{name}.py"):
         model_search.crossvalidate_candidate(name, configs.get(name), None, tmp_path / "w", tmp_path / "c", print)
