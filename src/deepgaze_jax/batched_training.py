@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from pathlib import Path
 from typing import Callable, Sequence
 
 import flax
