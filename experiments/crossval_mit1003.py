@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> dict:
     configs.start(args)
     config = configs.model_config_of(args)
     try:
+        configs.check_init(args.init, args.config)
         init = None if args.init is None else load_init(args.init, config)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"crossval_mit1003: {exc}") from exc
     taps = "" if config.taps is None else f", taps {'+'.join(config.taps)}"
     title = f"MIT1003 crossvalidation: {config.backbone}{taps}, {args.readout} readout, " + (

@@ -76,9 +76,7 @@ def crossvalidate_candidate(
     The folds train all at once where the optimiser allows it (`batched_training.trainable_at_once`), as
     `experiments.crossval_mit1003` does by default."""
     title = f"MIT1003 model search, candidate {name}: {experiment.model.backbone}, inner stopping"
-    if experiment.init is not None and not Path(experiment.init).is_file():
-        raise FileNotFoundError(f"candidate {name} starts from {experiment.init}, which is missing: run the pretraining "
-                                f"in experiments/configs/{name}.py's docstring first")
+    configs.check_init(experiment.init, name)
     init = None if experiment.init is None else load_init(experiment.init, experiment.model)
     _, report = crossvalidate_dataset(
         dataset, experiment.model, experiment.training, workdir, cache_dir, title, num_folds=experiment.folds,

@@ -5,6 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from reference_readout import iie_reference
 
@@ -206,3 +207,39 @@ def test_iie_readout_trains_batched_as_the_reference_computes_it(setup):
                                                  templates[0], trains[0]))(states[0].params)
     for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_a_round_evaluates_only_the_models_still_searching(setup):
+    """Stopped models are never evaluated, and after the first round only the searches that go on are."""
+    groups, models = pool(setup)
+    steps = B.make_batched_steps(CONFIG, CFG)
+    evaluated = []
+
+    def counting(params, stats, models, groups, idx):
+        evaluated.append(np.asarray(idx))
+        return steps.evaluate_some(params, stats, models, groups, idx)
+
+    counted = dataclasses.replace(steps, evaluate_some=counting)
+    states = steps.replicate(B.stack_states(setup[-1]))
+    states = steps.record(states, *steps.evaluate(states, models, groups))
+    active = np.asarray([True, False, True])
+    for _ in range(3):
+        evaluated.clear()
+        after = counted.epoch(states, models, groups, active)
+        rounds = np.asarray(optax.tree_utils.tree_get(after.opt_state, "num_linesearch_steps"))
+        assert all(1 not in idx for idx in evaluated)
+        fresh = 1 if int(np.asarray(states.epoch)[0]) == 0 else 0  # the first epoch evaluates the start afresh
+        assert len(evaluated) == fresh + rounds[active].max()
+        for r, idx in enumerate(evaluated[fresh:]):
+            assert sorted(idx) == [k for k in (0, 2) if rounds[k] > r]  # K = 3: no padding for 1 or 2
+        states = after
+
+
+def test_bucket_pads_to_a_power_of_two_with_distinct_models():
+    for k in (1, 3, 10, 30):
+        for n in range(1, k + 1):
+            todo = np.zeros(k, bool)
+            todo[np.random.default_rng(n).choice(k, n, replace=False)] = True
+            idx, valid = B.bucket(todo)
+            assert len(set(idx)) == len(idx) == min(k, 1 << (n - 1).bit_length())
+            assert valid.sum() == n and todo[idx].tolist() == valid.tolist() and valid[:n].all()

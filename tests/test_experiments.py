@@ -223,3 +223,17 @@ def test_a_candidate_without_its_pretraining_says_which_command_makes_it(tmp_pat
     name = "lite0_taps_osie"
     with pytest.raises(FileNotFoundError, match=f"run the pretraining in experiments/configs/{name}.py"):
         model_search.crossvalidate_candidate(name, configs.get(name), None, tmp_path / "w", tmp_path / "c", print)
+
+
+def test_crossval_of_a_config_without_its_pretraining_says_which_command_makes_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="run the pretraining in experiments/configs/lite1_taps_osie.py"):
+        crossval_mit1003.main(["--config", "lite1_taps_osie", "--workdir", str(tmp_path / "w")])
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_bundled_init_name_is_never_missing():
+    configs.check_init("lite0", None)
+    configs.check_init(None, None)
+    with pytest.raises(FileNotFoundError, match="the run that writes it"):
+        configs.check_init("no/such/model.npz", None)

@@ -20,7 +20,7 @@ import jax
 from deepgaze_jax.backbones import BACKBONES, get_backbone
 from deepgaze_jax.batched_training import DTYPE_HELP, DTYPES
 from deepgaze_jax.crossvalidation import STOPPING, STOPPING_HELP
-from deepgaze_jax.model import ModelConfig
+from deepgaze_jax.model import ModelConfig, bundled_members
 from deepgaze_jax.readout import READOUTS, ReadoutSpec
 from deepgaze_jax.training import LINE_SEARCHES, TrainConfig
 
@@ -67,6 +67,16 @@ def get(name: str) -> Experiment:
     if name not in NAMES:
         raise ValueError(f"unknown experiment config {name!r}; choose one of {', '.join(NAMES)}")
     return importlib.import_module(f"experiments.configs.{name}").get_config()
+
+
+def check_init(init: Path | str | None, config: str | None) -> None:
+    """Raises ``FileNotFoundError`` saying what to run when ``init`` (the model file a run starts from,
+    e.g. a config's pretraining) is missing; a bundled model name (e.g. ``lite0``) is never missing."""
+    if init is None or Path(init).is_file() or bundled_members(str(init)) is not None:
+        return
+    where = f"the pretraining in experiments/configs/{config}.py's docstring" if config else "the run that writes it"
+    raise FileNotFoundError(f"{init}, the model to start from, is missing: run {where} first "
+                            "(or start from another model with --init FILE, or from scratch with --no-pretrain)")
 
 
 def flag_defaults(experiment: Experiment) -> dict:

@@ -27,11 +27,13 @@ images per call, and about a quarter of the CPU time goes to the kernel. The chu
 here keep the temporaries to one chunk of all K models, which cuts the system time
 to a few per cent of the user time.
 
-Cost. The vectorised line search runs as many iterations as the slowest model needs (the
-others wait), every model is evaluated on every image (its weights mask the others), and a
-stopped model is still computed (masked) until all have stopped. The stopping images' NLL
-comes from the same pass as the training objective (``has_aux``), so an iteration is one
-pass over the grids for all K models.
+Cost. The K line searches advance together, one evaluation per round, and a round evaluates
+only the models whose search goes on, gathered (padded to a power of two, so that at most
+about log2(K) + 1 sizes compile; `bucket`): a model that needs many trial steps costs about
+1/K of an evaluation of all K per step, and a model that has stopped costs nothing. Every
+evaluated model is computed on every image (its weights mask the others). The stopping
+images' NLL comes from the same pass as the training objective (``has_aux``), so an
+evaluation is one pass over the grids for the models evaluated.
 """
 
 from __future__ import annotations
@@ -56,7 +58,9 @@ from deepgaze_jax.input_pipeline import DATA_AXIS, data_mesh, group_by_shape, st
 from deepgaze_jax.likelihood import fixation_counts, log_likelihood_of_logits
 from deepgaze_jax.finalizer import finalizer_logits, finalizer_maps
 from deepgaze_jax.model import ModelConfig
-from deepgaze_jax.training import TrainConfig, TrainState, make_optimizer, record_epoch, should_stop, weight_penalty
+from deepgaze_jax.linesearch import Search, begin_search, end_search, observe, searching, trial_params
+from deepgaze_jax.training import (TrainConfig, TrainState, lbfgs_direction_links, record_epoch, should_stop,
+                                   weight_penalty)
 
 logger = logging.getLogger(__name__)
 
@@ -290,29 +294,41 @@ def make_model_loss(config: ModelConfig, mesh: Mesh) -> Callable:
 
 @dataclasses.dataclass(frozen=True)
 class BatchedSteps:
-    """The compiled functions of a K-model run (built by `make_batched_steps`).
+    """The functions of a K-model run (built by `make_batched_steps`).
 
     Attributes:
       evaluate: ``(states, models, groups) -> (K,) train, (K,) val`` NLL (nats/fix) at the current params.
-      fresh_value_and_grad: ``(states, models, groups) -> ((K,) objective, (K,) val NLL), grads``: the
-        training objective of every model with its gradient, computed afresh (not the value L-BFGS
-        stored): what each line-search iteration computes.
+      evaluate_some: ``(params, stats, models, groups, idx) -> (b,) objective, (b,) val NLL, grads`` of the
+        models ``idx`` (an int array of b distinct indices) at ``params`` (all K models' params): one pass
+        over the grids for b models. Compiled once per b.
       record: ``(states, train, val) -> states`` `training.record_epoch` for every model.
       epoch: ``(states, models, groups, active) -> states``: one L-BFGS iteration of every active
-        model, its training and validation loss recorded; inactive models unchanged.
+        model, its training and validation loss recorded; inactive models unchanged (`lbfgs_epoch`).
+      begin, observe_some, finish: the other compiled pieces of `lbfgs_epoch`.
       mesh: the device mesh.
     """
 
     evaluate: Callable
-    fresh_value_and_grad: Callable
+    evaluate_some: Callable
     record: Callable
-    epoch: Callable
+    begin: Callable
+    observe_some: Callable
+    finish: Callable
     mesh: Mesh
 
     def replicate(self, states: TrainState) -> TrainState:
         """``states`` strongly typed and replicated over the mesh (as the compiled functions return it)."""
         replicated = NamedSharding(self.mesh, P())
         return jax.tree_util.tree_map(lambda x: jax.device_put(np.asarray(x), replicated), states)
+
+    def fresh_value_and_grad(self, states: TrainState, models: ModelData, groups):
+        """``((K,) objective, (K,) val NLL), grads`` of every model at its current params."""
+        value, val, grad = self.evaluate_some(states.params, states.stats, models, groups,
+                                              np.arange(len(np.asarray(states.epoch))))
+        return (value, val), grad
+
+    def epoch(self, states: TrainState, models: ModelData, groups, active) -> TrainState:
+        return lbfgs_epoch(self, states, models, groups, np.asarray(active, bool))
 
 
 def trainable_at_once(train_config: TrainConfig) -> bool:
@@ -333,7 +349,7 @@ def make_batched_steps(config: ModelConfig, train_config: TrainConfig, mesh: Mes
     check_trainable_at_once(train_config)
     mesh = data_mesh() if mesh is None else mesh
     loss = make_model_loss(config, mesh)
-    tx = make_optimizer(train_config, has_aux=True)
+    direction = optax.chain(*lbfgs_direction_links(train_config))
     penalty = functools.partial(weight_penalty, train_config)
 
     def objective(params, stats, model, groups):
@@ -341,42 +357,112 @@ def make_batched_steps(config: ModelConfig, train_config: TrainConfig, mesh: Mes
         train, val = loss(params, stats, model.log_centerbias, model.train, model.val, groups)
         return train + penalty(params), val
 
-    def update(state: TrainState, model: ModelData, groups, value, grad) -> TrainState:
-        value_fn = functools.partial(objective, stats=state.stats, model=model, groups=groups)
-        updates, opt_state = tx.update(grad, state.opt_state, state.params, value=value, grad=grad, value_fn=value_fn)
-        params = optax.apply_updates(state.params, updates)
-        train_loss = optax.tree_utils.tree_get(opt_state, "value") - penalty(params)
-        val_loss = optax.tree_utils.tree_get(opt_state, "aux")
-        return record_epoch(state.replace(params=params, opt_state=opt_state, epoch=state.epoch + 1), train_loss, val_loss)
-
-    def fresh(states: TrainState, models: ModelData, groups):
+    @jax.jit
+    def evaluate_some(params, stats, models: ModelData, groups, idx):
         gradient = jax.value_and_grad(objective, has_aux=True)
-        return jax.vmap(lambda s, m: gradient(s.params, s.stats, m, groups))(states, models)
-
-    def value_and_grad(states: TrainState, models: ModelData, groups):
-        # optax.value_and_grad_from_state per model would, under vmap, evaluate the loss in every
-        # epoch (its lax.cond becomes a select); all models share whether a value is stored.
-        stored = optax.tree_utils.tree_get(states.opt_state, "value"), optax.tree_utils.tree_get(states.opt_state, "grad")
-
-        def evaluate_fresh():
-            (value, _), grad = fresh(states, models, groups)
-            return value, grad
-
-        return jax.lax.cond(jnp.all(jnp.isfinite(stored[0])), lambda: stored, evaluate_fresh)
+        (value, val), grad = jax.vmap(lambda p, s, m: gradient(p, s, m, groups))(*gather((params, stats, models), idx))
+        return value, val, grad
 
     @jax.jit
-    def epoch(states: TrainState, models: ModelData, groups, active) -> TrainState:
-        value, grad = value_and_grad(states, models, groups)
-        new = jax.vmap(update, in_axes=(0, 0, None, 0, 0))(states, models, groups, value, grad)
-        keep = lambda n, o: jnp.where(active.reshape(-1, *(1,) * (n.ndim - 1)), n, o)  # noqa: E731
-        return jax.tree_util.tree_map(keep, new, states)
+    def begin(states: TrainState, value, grad):
+        """Every model's search along its L-BFGS direction, and the direction links' new states."""
+        def one(state, value, grad):
+            *links, wolfe = state.opt_state
+            updates, links = direction.update(grad, tuple(links), state.params)
+            return begin_search(updates, value, grad, wolfe.aux), links
+
+        return jax.vmap(one)(states, value, grad)
+
+    @jax.jit
+    def observe_some(search: Search, idx, valid, value, val, grad) -> Search:
+        """``search`` after the evaluation of models ``idx`` at their trial params (`valid`: whose search it was)."""
+        part = gather(search, idx)
+        observed = jax.vmap(observe)(part, value, val, grad)
+        kept = jax.tree_util.tree_map(lambda n, o: jnp.where(valid.reshape(-1, *(1,) * (n.ndim - 1)), n, o), observed, part)
+        return jax.tree_util.tree_map(lambda full, new: full.at[idx].set(new), search, kept)
+
+    @jax.jit
+    def finish(states: TrainState, search: Search, links, active) -> TrainState:
+        def one(state, search, links):
+            updates, wolfe = end_search(search)
+            params = optax.apply_updates(state.params, updates)
+            new = state.replace(params=params, opt_state=(*links, wolfe), epoch=state.epoch + 1)
+            return record_epoch(new, wolfe.value - penalty(params), wolfe.aux)
+
+        return keep_inactive(jax.vmap(one)(states, search, links), states, active)
 
     @jax.jit
     def evaluate(states: TrainState, models: ModelData, groups):
         return jax.vmap(lambda s, m: loss(s.params, s.stats, m.log_centerbias, m.train, m.val, groups))(states, models)
 
-    return BatchedSteps(evaluate=evaluate, fresh_value_and_grad=jax.jit(fresh), record=jax.jit(jax.vmap(record_epoch)),
-                        epoch=epoch, mesh=mesh)
+    return BatchedSteps(evaluate=evaluate, evaluate_some=evaluate_some, record=jax.jit(jax.vmap(record_epoch)),
+                        begin=begin, observe_some=observe_some, finish=finish, mesh=mesh)
+
+
+searching_many = jax.jit(jax.vmap(searching))
+trial_points = jax.jit(jax.vmap(trial_params))
+
+
+def gather(tree, idx):
+    """The entries ``idx`` of every leaf's leading (model) axis."""
+    return jax.tree_util.tree_map(lambda x: x[idx], tree)
+
+
+def keep_inactive(new, old, active):
+    """``new`` for the active models, ``old`` for the others (leading model axis)."""
+    return jax.tree_util.tree_map(lambda n, o: jnp.where(active.reshape(-1, *(1,) * (n.ndim - 1)), n, o), new, old)
+
+
+def bucket(todo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(idx, valid): the models to evaluate for the ``todo`` ones, padded to the next power of two (or K).
+
+    Evaluating only the models that need it costs in proportion to their number; padding to one of
+    a few sizes bounds the compilations (one per size). ``idx`` is distinct indices, the ``todo`` ones
+    first; ``valid`` marks them.
+
+    >>> bucket(np.array([False, True, False, True, True]))
+    (array([1, 3, 4, 0]), array([ True,  True,  True, False]))
+    """
+    k, n = len(todo), int(todo.sum())
+    size = min(k, 1 << max(n - 1, 0).bit_length())
+    idx = np.argsort(~todo, kind="stable")[:size]
+    return idx, todo[idx]
+
+
+def evaluated_some(steps: BatchedSteps, params, states: TrainState, models: ModelData, groups, todo: np.ndarray):
+    """(idx, valid, value, val, grad) of `BatchedSteps.evaluate_some` for the ``todo`` models at ``params``."""
+    idx, valid = bucket(todo)
+    return (idx, valid, *steps.evaluate_some(params, states.stats, models, groups, jnp.asarray(idx)))
+
+
+def start_values(steps: BatchedSteps, states: TrainState, models: ModelData, groups, active: np.ndarray):
+    """(K,) objective and gradients at the current params: the ones the line search stored at the accepted
+    point, computed afresh for the active models without one (before the first epoch)."""
+    wolfe = states.opt_state[-1]
+    value, grad = wolfe.value, wolfe.grad
+    todo = active & ~np.isfinite(np.asarray(value))
+    if todo.any():
+        idx, valid, fresh, _, fresh_grad = evaluated_some(steps, states.params, states, models, groups, todo)
+        idx, fresh, fresh_grad = idx[valid], fresh[valid], gather(fresh_grad, np.flatnonzero(valid))
+        value = value.at[idx].set(fresh)
+        grad = jax.tree_util.tree_map(lambda g, f: g.at[idx].set(f), grad, fresh_grad)
+    return value, grad
+
+
+def lbfgs_epoch(steps: BatchedSteps, states: TrainState, models: ModelData, groups, active: np.ndarray) -> TrainState:
+    """One L-BFGS iteration of every active model (`linesearch`'s strong-Wolfe search along its direction).
+
+    The searches advance together, one evaluation per round; each round evaluates only the models whose
+    search goes on (`bucket`), so a model whose search takes many trial steps costs about 1/K of an
+    evaluation of all K per step, and a stopped model costs nothing.
+    """
+    value, grad = start_values(steps, states, models, groups, active)
+    search, links = steps.begin(states, value, grad)
+    while (todo := active & np.asarray(searching_many(search))).any():
+        points = trial_points(states.params, search)
+        idx, valid, value, val, grad = evaluated_some(steps, points, states, models, groups, todo)
+        search = steps.observe_some(search, jnp.asarray(idx), jnp.asarray(valid), value, val, grad)
+    return steps.finish(states, search, links, jnp.asarray(active))
 
 
 def stack_states(states: Sequence[TrainState]) -> TrainState:

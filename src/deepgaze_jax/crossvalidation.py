@@ -153,14 +153,31 @@ class FoldData:
     fixations: Fixations
 
 
+PREDICT_BATCH = 32
+"""Images per call of the head in `predict_grids` (a batch of one shape, the last one padded)."""
+
+
 @functools.partial(jax.jit, static_argnums=0)
-def _head_log_density(config: ModelConfig, variables, grid, log_cb):
-    return SaliencyHead(config).apply(variables, grid.astype(jnp.float32)[None], log_cb[None])[0]
+def _head_log_densities(config: ModelConfig, variables, grids, log_cbs):
+    return SaliencyHead(config).apply(variables, grids.astype(jnp.float32), log_cbs)
 
 
 def predict_grids(config: ModelConfig, variables, grids: Sequence[np.ndarray], log_cbs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """(H, W) float32 log density on the density grid for each (grid, centre bias) pair (compiled once per shape)."""
-    return [np.asarray(_head_log_density(config, variables, jnp.asarray(g), jnp.asarray(c))) for g, c in zip(grids, log_cbs)]
+    """(H, W) float32 log density on the density grid for each (grid, centre bias) pair, in batches of
+    at most `PREDICT_BATCH` images of one shape, padded to a power of two (compiled once per shape and size)."""
+    out: list[np.ndarray | None] = [None] * len(grids)
+    by_shape: dict[tuple, list[int]] = {}
+    for i, (grid, log_cb) in enumerate(zip(grids, log_cbs)):
+        by_shape.setdefault((np.shape(grid), np.shape(log_cb)), []).append(i)
+    for members in by_shape.values():
+        for start in range(0, len(members), PREDICT_BATCH):
+            batch = members[start:start + PREDICT_BATCH]
+            size = 1 << (len(batch) - 1).bit_length()  # a power of two: few sizes compile
+            stacked = [input_pipeline.stack_padded(arrays, batch, size, arrays[batch[0]].dtype, fill=0) for arrays in (grids, log_cbs)]
+            maps = np.asarray(_head_log_densities(config, variables, *stacked))
+            for j, i in enumerate(batch):
+                out[i] = maps[j]
+    return out
 
 
 def mixture_grids(

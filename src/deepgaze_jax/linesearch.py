@@ -77,10 +77,24 @@ class _Point(NamedTuple):
     g: jnp.ndarray
 
 
-class _Search(NamedTuple):
+class Search(NamedTuple):
+    """One line search in progress (`begin_search`, `observe`, `end_search`).
+
+    Attributes:
+      phase: () int32, BRACKET, ZOOM or DONE.
+      count: () int32, evaluations so far.
+      trial: () the step size to evaluate next.
+      direction: the descent direction searched along (a params pytree).
+      start: the point at step 0; prev, lo, hi: the bracketing phase's last point and the bracket.
+      best: the lowest point with sufficient decrease so far (``start`` while there is none);
+      best_grad, best_aux: the gradient and ``aux`` there.
+    """
+
     phase: jnp.ndarray
     count: jnp.ndarray
     trial: jnp.ndarray
+    direction: Any
+    start: _Point
     prev: _Point
     lo: _Point
     hi: _Point
@@ -110,8 +124,9 @@ def cubic_minimizer(lo: _Point, hi: _Point) -> jnp.ndarray:
     return jnp.where(ok, a, 0.5 * (lo.a + hi.a))
 
 
-def _next_state(s: _Search, t: _Point, start: _Point, c1: float, c2: float, max_step: float) -> _Search:
+def _next_state(s: Search, t: _Point, c1: float, c2: float, max_step: float) -> Search:
     """The search after evaluating trial point ``t`` (algorithms 3.5 and 3.6, as selects)."""
+    start = s.start
     armijo = jnp.isfinite(t.f) & (t.f <= start.f + c1 * t.a * start.g)
     curvature = jnp.abs(t.g) <= -c2 * start.g
     bracket, zoom = s.phase == BRACKET, s.phase == ZOOM
@@ -160,31 +175,52 @@ def scale_by_wolfe_linesearch(
                                     jnp.asarray(initial_step, jnp.float32), jnp.asarray(0, jnp.int32))
 
     def update(updates, state, params, *, value, grad, value_fn: Callable, **unused_extra_args):
-        slope = _dot(updates, grad)
-        descent = slope < 0
-        direction = _where(descent, updates, jax.tree_util.tree_map(jnp.negative, grad))
-        start = _Point(jnp.zeros((), jnp.float32), jnp.asarray(value, jnp.float32),
-                       jnp.where(descent, slope, -_dot(grad, grad)))
         value_and_grad = jax.value_and_grad(value_fn, has_aux=has_aux)
 
-        def evaluate(a):
-            out, g = value_and_grad(optax.apply_updates(params, jax.tree_util.tree_map(lambda d: a * d, direction)))
+        def body(s: Search) -> Search:
+            out, g = value_and_grad(trial_params(params, s))
             f, aux = out if has_aux else (out, jnp.asarray(jnp.nan, jnp.float32))
-            return _Point(a, jnp.asarray(f, jnp.float32), _dot(g, direction)), g, aux
+            return observe(s, f, aux, g, c1, c2, max_step)
 
-        search = _Search(jnp.asarray(BRACKET, jnp.int32), jnp.asarray(0, jnp.int32), jnp.asarray(initial_step, jnp.float32),
-                         start, start, start, start, grad, state.aux)
-
-        def body(s: _Search) -> _Search:
-            t, g, aux = evaluate(s.trial)
-            aux = jnp.asarray(aux, jnp.float32)
-            better = jnp.isfinite(t.f) & (t.f <= start.f + c1 * t.a * start.g) & (t.f < s.best.f)
-            s = s._replace(best=_where(better, t, s.best), best_grad=_where(better, g, s.best_grad),
-                           best_aux=_where(better, aux, s.best_aux))
-            return _next_state(s, t, start, c1, c2, max_step)
-
-        s = jax.lax.while_loop(lambda s: (s.phase != DONE) & (s.count < max_steps), body, search)
-        new_updates = jax.tree_util.tree_map(lambda d: s.best.a * d, direction)
-        return new_updates, WolfeLinesearchState(s.best.f, s.best_grad, s.best_aux, s.best.a, s.count)
+        search = begin_search(updates, value, grad, state.aux, initial_step)
+        return end_search(jax.lax.while_loop(lambda s: searching(s, max_steps), body, search))
 
     return optax.GradientTransformationExtraArgs(init, update)
+
+
+def begin_search(updates, value, grad, aux, initial_step: float = 1.0) -> Search:
+    """A search along ``updates`` from a point with objective ``value``, gradient ``grad`` and auxiliary
+    output ``aux``; a direction that does not descend is replaced by the negative gradient."""
+    slope = _dot(updates, grad)
+    descent = slope < 0
+    direction = _where(descent, updates, jax.tree_util.tree_map(jnp.negative, grad))
+    start = _Point(jnp.zeros((), jnp.float32), jnp.asarray(value, jnp.float32),
+                   jnp.where(descent, slope, -_dot(grad, grad)))
+    return Search(jnp.asarray(BRACKET, jnp.int32), jnp.asarray(0, jnp.int32), jnp.asarray(initial_step, jnp.float32),
+                  direction, start, start, start, start, start, grad, jnp.asarray(aux, jnp.float32))
+
+
+def trial_params(params, s: Search):
+    """The params at the search's next trial step."""
+    return optax.apply_updates(params, jax.tree_util.tree_map(lambda d: s.trial * d, s.direction))
+
+
+def observe(s: Search, value, aux, grad, c1: float = 1e-4, c2: float = 0.9, max_step: float = 1e3) -> Search:
+    """The search after the objective's ``value``, ``aux`` and ``grad`` at `trial_params`."""
+    t = _Point(s.trial, jnp.asarray(value, jnp.float32), _dot(grad, s.direction))
+    aux = jnp.asarray(aux, jnp.float32)
+    better = jnp.isfinite(t.f) & (t.f <= s.start.f + c1 * t.a * s.start.g) & (t.f < s.best.f)
+    s = s._replace(best=_where(better, t, s.best), best_grad=_where(better, grad, s.best_grad),
+                   best_aux=_where(better, aux, s.best_aux))
+    return _next_state(s, t, c1, c2, max_step)
+
+
+def searching(s: Search, max_steps: int = 20) -> jnp.ndarray:
+    """Whether the search needs another evaluation."""
+    return (s.phase != DONE) & (s.count < max_steps)
+
+
+def end_search(s: Search) -> tuple[Any, WolfeLinesearchState]:
+    """(updates, line-search state) of a finished search: the best point's step along the direction."""
+    updates = jax.tree_util.tree_map(lambda d: s.best.a * d, s.direction)
+    return updates, WolfeLinesearchState(s.best.f, s.best_grad, s.best_aux, s.best.a, s.count)

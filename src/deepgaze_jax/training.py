@@ -135,8 +135,12 @@ def make_optimizer(train_config: TrainConfig, has_aux: bool = False) -> optax.Gr
         return optax.adam(train_config.learning_rate)
     if train_config.line_search == "zoom":
         return optax.lbfgs(memory_size=train_config.lbfgs_memory)
-    return optax.chain(optax.scale_by_lbfgs(memory_size=train_config.lbfgs_memory), optax.scale(-1.0),
-                       scale_by_wolfe_linesearch(has_aux=has_aux))
+    return optax.chain(*lbfgs_direction_links(train_config), scale_by_wolfe_linesearch(has_aux=has_aux))
+
+
+def lbfgs_direction_links(train_config: TrainConfig) -> tuple[optax.GradientTransformation, ...]:
+    """The links of the L-BFGS chain before its line search: they turn the gradient into the descent direction."""
+    return optax.scale_by_lbfgs(memory_size=train_config.lbfgs_memory), optax.scale(-1.0)
 
 
 def create_train_state(
