@@ -122,7 +122,8 @@ def made_by(arguments: dict) -> str:
     if arguments.get("model_search_candidate"):  # a candidate run of experiments.model_search (inner stopping)
         return f"python -m experiments.model_search --config {arguments['model_search_candidate']}"
     if arguments.get("config"):
-        init = f" --init {arguments['init']}" if arguments.get("init") else ""
+        inits = arguments.get("init")
+        init = f" --init {' '.join([inits] if isinstance(inits, str) else inits)}" if inits else ""
         return f"python -m experiments.crossval_mit1003 --config {arguments['config']}{init} --workdir {workdir}"
     return "python -m experiments.crossval_mit1003 (arguments: see 'arguments')"
 

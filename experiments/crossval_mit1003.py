@@ -39,7 +39,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--no-pretrain", action="store_true",
                        help="random readout per fold (the default of --config, unless the config names an init)")
-    start.add_argument("--init", type=Path, help="model .npz to start from (e.g. pretrained on SALICON)")
+    start.add_argument("--init", type=Path, nargs="+",
+                       help="model .npz to start from (e.g. pretrained on SALICON), or one per readout instance "
+                            "(--seeds of them, e.g. pretrainings with different --init-seed)")
     parser.add_argument("--data-dir", type=Path, default=None, help="MIT1003 root (default: discovered)")
     parser.add_argument("--workdir", type=Path, default=None, help="default: the config's, else runs/crossval")
     parser.add_argument("--folds", type=int, default=10)
@@ -51,6 +53,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = configs.parse_args(parser, argv)
     if args.config is None and not (args.no_pretrain or args.init):
         parser.error("one of --no-pretrain, --init or --config is required")
+    args.init = configs.init_paths(args.init)
     if args.no_pretrain:  # an explicit --no-pretrain wins over a config's init
         args.init = None
     args.no_pretrain = args.init is None
@@ -65,14 +68,14 @@ def main(argv: list[str] | None = None) -> dict:
     config = configs.model_config_of(args)
     try:
         configs.check_init(args.init, args.config)
-        init = None if args.init is None else load_init(args.init, config)
+        init = None if args.init is None else [load_init(path, config) for path in args.init]
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"crossval_mit1003: {exc}") from exc
     taps = "" if config.taps is None else f", taps {'+'.join(config.taps)}"
     title = f"MIT1003 crossvalidation: {config.backbone}{taps}, {args.readout} readout, " + (
-        "no pretraining" if args.no_pretrain else f"init {args.init}")
+        "no pretraining" if args.no_pretrain else f"init {', '.join(map(str, args.init))}")
     command = vars(args) | {"workdir": str(args.workdir), "cache_dir": str(args.cache_dir),
-                            "init": None if args.init is None else str(args.init),
+                            "init": None if args.init is None else configs.init_argument(args.init),
                             "data_dir": None if args.data_dir is None else str(args.data_dir)}
     train_config = configs.train_config(args)
     at_once = not args.fold_by_fold and batched_training.trainable_at_once(train_config)

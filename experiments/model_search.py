@@ -77,7 +77,7 @@ def crossvalidate_candidate(
     `experiments.crossval_mit1003` does by default."""
     title = f"MIT1003 model search, candidate {name}: {experiment.model.backbone}, inner stopping"
     configs.check_init(experiment.init, name)
-    init = None if experiment.init is None else load_init(experiment.init, experiment.model)
+    init = [load_init(path, experiment.model) for path in configs.init_paths(experiment.init) or ()] or None
     _, report = crossvalidate_dataset(
         dataset, experiment.model, experiment.training, workdir, cache_dir, title, num_folds=experiment.folds,
         fold_seed=experiment.fold_seed, init=init, command={"model_search_candidate": name}, log=log, stopping="inner",

@@ -156,3 +156,10 @@ def test_recost_puts_new_costs_into_the_installed_card_and_checks_the_default(as
     for argv in (["--recost"], ["--recost", "--costs", str(costs), "lite0=somewhere"]):
         with pytest.raises(SystemExit):
             bundle_models.parse(argv)
+
+
+def test_made_by_gives_back_the_command_with_its_inits():
+    one = {"config": "lite0_taps_osie", "init": "p/model.npz", "workdir": "w"}
+    many = {**one, "init": ["p0/model.npz", "p1/model.npz"]}
+    assert bundle_models.made_by(one) == "python -m experiments.crossval_mit1003 --config lite0_taps_osie --init p/model.npz --workdir w"
+    assert bundle_models.made_by(many).endswith("--init p0/model.npz p1/model.npz --workdir w")

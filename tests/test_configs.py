@@ -118,6 +118,13 @@ def test_taps_flag_refuses_unknown_taps_with_the_choices(capsys):
 
 
 def test_an_explicit_no_pretrain_wins_over_the_configs_init():
-    assert crossval_mit1003.parse(["--config", "lite0_taps_osie"]).init == Path("runs/pretrain_osie_lite0_taps/model.npz")
+    assert crossval_mit1003.parse(["--config", "lite0_taps_osie"]).init == (Path("runs/pretrain_osie_lite0_taps/model.npz"),)
     args = crossval_mit1003.parse(["--config", "lite0_taps_osie", "--no-pretrain"])
     assert args.init is None and args.no_pretrain
+
+
+def test_init_takes_one_model_per_instance():
+    args = crossval_mit1003.parse(["--init", "a.npz", "b.npz", "c.npz", "--seeds", "3"])
+    assert args.init == (Path("a.npz"), Path("b.npz"), Path("c.npz")) and not args.no_pretrain
+    assert configs.init_argument(args.init) == ["a.npz", "b.npz", "c.npz"]
+    assert configs.init_argument(args.init[:1]) == "a.npz"

@@ -283,3 +283,28 @@ def test_heldout_maps_without_centerbias_are_the_fold_models_with_a_uniform_prio
             np.testing.assert_allclose(pred, without[int(i)], rtol=1e-5, atol=1e-5)
             np.testing.assert_allclose(np.logaddexp.reduce(without[int(i)].ravel()), 0.0, atol=1e-4)
     assert max(np.abs(with_cb[i] - without[i]).max() for i in with_cb) > 1e-3  # the centre bias was left out
+
+
+@pytest.mark.parametrize("at_once", [False, True])
+def test_each_instance_starts_from_its_own_pretrained_model(finished, tmp_path, at_once):
+    data, workdir, _ = finished
+    inits = [load_model(workdir / f"fold_{k}" / "model.npz", backbone_weights={}) for k in (0, 1)]
+    cv.run_crossvalidation(data, CONFIG, TrainConfig(max_epochs=0), tmp_path / "w", num_folds=3, seed=CV_SEED,
+                           log=lambda _: None, init=inits, seeds=2, at_once=at_once)
+    for k in range(3):
+        model = load_model(tmp_path / "w" / f"fold_{k}" / "model.npz", backbone_weights={})
+        for instance, init in enumerate(inits):  # no epoch run: each instance is its init, params and stats
+            for a, b in zip(jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda x: x[instance], model.head)),
+                            jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda x: x[0], init.head))):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert json.loads((tmp_path / "w" / "setup.json").read_text())["init"] == "pretrained, 2 models"
+
+
+def test_inits_must_be_one_per_instance(finished, tmp_path):
+    data, workdir, _ = finished
+    init = load_model(workdir / "fold_0" / "model.npz", backbone_weights={})
+    for inits, seeds, message in (([init], 2, "one pretrained model per instance"), ([init] * 3, 2, "--seeds 3")):
+        with pytest.raises(ValueError, match=message):
+            cv.run_crossvalidation(data, CONFIG, TRAIN, tmp_path / "w", num_folds=3, seed=CV_SEED, init=inits,
+                                   seeds=seeds, log=lambda _: None)
+    assert not (tmp_path / "w").exists()

@@ -14,6 +14,7 @@ import importlib
 import logging
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import jax
 
@@ -47,7 +48,7 @@ class Experiment:
       stopping: the part each fold stops on (`crossvalidation.fold_split`): "inner" (honest) or
         "heldout" (the protocol of the figures published before the choice existed).
       seeds: readout instances per fold (averaged in probability).
-      init: the model file every fold's readout starts from (e.g. an `experiments.pretrain_osie` run's
+      init: the model file every fold's readout starts from, or a tuple of one per instance (``seeds`` of them) (e.g. an `experiments.pretrain_osie` run's
         ``model.npz``, made first by the command in the config's docstring); None: a random readout.
     """
 
@@ -69,14 +70,31 @@ def get(name: str) -> Experiment:
     return importlib.import_module(f"experiments.configs.{name}").get_config()
 
 
-def check_init(init: Path | str | None, config: str | None) -> None:
-    """Raises ``FileNotFoundError`` saying what to run when ``init`` (the model file a run starts from,
-    e.g. a config's pretraining) is missing; a bundled model name (e.g. ``lite0``) is never missing."""
-    if init is None or Path(init).is_file() or bundled_members(str(init)) is not None:
-        return
-    where = f"the pretraining in experiments/configs/{config}.py's docstring" if config else "the run that writes it"
-    raise FileNotFoundError(f"{init}, the model to start from, is missing: run {where} first "
-                            "(or start from another model with --init FILE, or from scratch with --no-pretrain)")
+def init_paths(init: Path | str | Sequence[Path | str] | None) -> tuple[Path, ...] | None:
+    """``--init`` / `Experiment.init` as a tuple of model paths (one per readout instance, or one for all), or None.
+
+    >>> init_paths("a.npz"), init_paths(["a.npz", "b.npz"]), init_paths(None)
+    ((PosixPath('a.npz'),), (PosixPath('a.npz'), PosixPath('b.npz')), None)
+    """
+    if init is None:
+        return None
+    return (Path(init),) if isinstance(init, (str, Path)) else tuple(Path(i) for i in init)
+
+
+def init_argument(paths: Sequence[Path]) -> str | list[str]:
+    """How a run's report records its `init_paths`: the path, or the list of them."""
+    return str(paths[0]) if len(paths) == 1 else [str(p) for p in paths]
+
+
+def check_init(init: Path | str | Sequence[Path | str] | None, config: str | None) -> None:
+    """Raises ``FileNotFoundError`` saying what to run when a model of ``init`` (the model files a run starts
+    from, e.g. a config's pretraining) is missing; a bundled model name (e.g. ``lite0``) is never missing."""
+    for path in init_paths(init) or ():
+        if Path(path).is_file() or bundled_members(str(path)) is not None:
+            continue
+        where = f"the pretraining in experiments/configs/{config}.py's docstring" if config else "the run that writes it"
+        raise FileNotFoundError(f"{path}, a model to start from, is missing: run {where} first "
+                                "(or start from another model with --init FILE, or from scratch with --no-pretrain)")
 
 
 def flag_defaults(experiment: Experiment) -> dict:
@@ -96,7 +114,7 @@ def flag_defaults(experiment: Experiment) -> dict:
         learning_rate=t.learning_rate, batch_size=t.batch_size, weight_decay=t.weight_decay, folds=experiment.folds,
         line_search=t.line_search, seeds=experiment.seeds,
         config_fold_seed=experiment.fold_seed, config_init_seed=t.seed, stopping=experiment.stopping,
-        init=experiment.init,
+        init=init_paths(experiment.init),
     )
 
 

@@ -14,8 +14,8 @@ the ``stopping`` choice (`fold_split`):
 
 The choice is recorded in ``setup.json``; a working directory written before it existed
 holds ``"heldout"`` runs, and resuming a run with the other choice is an error. With
-``seeds`` > 1 each fold has that many readout instances (different initialisations),
-averaged in probability. The folds x instances are trained one after the other, or all
+``seeds`` > 1 each fold has that many readout instances (different random initialisations,
+or one pretrained model each: `Inits`), averaged in probability. The folds x instances are trained one after the other, or all
 at once by one vectorised program (``at_once``, `batched_training`). The centre bias used
 by each fold's model is fitted (maximum likelihood, `centerbias.fit_center_bias`) on that
 fold's training images only (not on its stopping part); the readout's feature statistics too.
@@ -203,12 +203,26 @@ def nll_bits(log_densities: Sequence[np.ndarray], fixations: Fixations, index: S
     return -total / max(count, 1.0) / math.log(2)
 
 
-def initial_head(init: DeepGazeParams | None) -> tuple[dict | None, dict | None]:
-    """(params, stats) of the first component of a pretrained model, or (None, None)."""
-    if init is None:
-        return None, None
+def initial_head(init: DeepGazeParams) -> tuple[dict, dict]:
+    """(params, stats) of the first component of a pretrained model."""
     first = jax.tree_util.tree_map(lambda x: x[0], init.head)
     return first["params"], first["stats"]
+
+
+Inits = Sequence[DeepGazeParams]
+"""The pretrained models the readout instances of every fold start from: none (random inits), one
+(every fold's single instance), or one per instance (instance i from the i-th)."""
+
+
+def check_inits(inits: Inits, seeds: int) -> None:
+    """Raises ``ValueError`` saying what to pass unless ``inits`` fits ``seeds`` instances per fold."""
+    if len(inits) == 1 and seeds > 1:
+        raise ValueError(f"{seeds} instances started from the same pretrained readout are identical: pass one "
+                         f"pretrained model per instance ({seeds} --init files, e.g. pretrainings with different "
+                         "--init-seed), or use --seeds 1")
+    if len(inits) > 1 and len(inits) != seeds:
+        raise ValueError(f"{len(inits)} pretrained models for {seeds} instances per fold: pass one per instance "
+                         f"(--seeds {len(inits)})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,38 +232,41 @@ class FoldSetup:
     Attributes:
       split: its training, stopping and held-out images.
       centerbias: the centre bias fitted on its training images; template: its (256, 256) log density.
-      stats: the readout's feature statistics (of its training grids, or of the pretrained model).
-      init_params: pretrained readout params, or None for a random init.
+      starts: per instance (or one for all of them), the readout's pretrained params (None: a random
+        init) and feature statistics (of the fold's training grids, or of the pretrained model).
       setup_s: seconds spent on this setup.
     """
 
     split: FoldSplit
     centerbias: object
     template: np.ndarray
-    stats: dict
-    init_params: dict | None
+    starts: tuple[tuple[dict | None, dict], ...]
     setup_s: float
 
     @property
     def fold(self) -> int:
         return self.split.fold
 
+    def start(self, instance: int) -> tuple[dict | None, dict]:
+        """(params or None, stats) that instance ``instance`` starts from."""
+        return self.starts[instance if len(self.starts) > 1 else 0]
 
-def fold_setup(split: FoldSplit, data: FoldData, feature_sums, init: DeepGazeParams | None) -> FoldSetup:
-    """Fits the fold's centre bias and feature statistics on its training images only (``split.train``)."""
+
+def fold_setup(split: FoldSplit, data: FoldData, feature_sums, inits: Inits = ()) -> FoldSetup:
+    """Fits the fold's centre bias, and without ``inits`` the feature statistics, on its training images only
+    (``split.train``)."""
     started = time.time()
     centerbias = fit_center_bias(data.fixations.subset_images(split.train))
-    init_params, init_stats = initial_head(init)
-    stats = init_stats if init_stats is not None else input_pipeline.stats_from_sums(feature_sums, split.train)
-    return FoldSetup(split, centerbias, centerbias.template(CENTERBIAS_TEMPLATE_SIZE), stats, init_params,
-                     time.time() - started)
+    starts = (tuple(initial_head(init) for init in inits) if inits
+              else ((None, input_pipeline.stats_from_sums(feature_sums, split.train)),))
+    return FoldSetup(split, centerbias, centerbias.template(CENTERBIAS_TEMPLATE_SIZE), starts, time.time() - started)
 
 
-def fold_setups(splits: Sequence[FoldSplit], data: FoldData, feature_sums, init: DeepGazeParams | None) -> list[FoldSetup]:
+def fold_setups(splits: Sequence[FoldSplit], data: FoldData, feature_sums, inits: Inits = ()) -> list[FoldSetup]:
     """`fold_setup` of every split, on one thread per CPU core (the centre-bias fits are NumPy, which
     releases the GIL in its array loops)."""
     with concurrent.futures.ThreadPoolExecutor(max(1, min(len(splits), os.cpu_count() or 1))) as pool:
-        return list(pool.map(lambda split: fold_setup(split, data, feature_sums, init), splits))
+        return list(pool.map(lambda split: fold_setup(split, data, feature_sums, inits), splits))
 
 
 def instance_key(seed: int, fold: int, instance: int) -> jax.Array:
@@ -260,7 +277,8 @@ def instance_key(seed: int, fold: int, instance: int) -> jax.Array:
 
 
 def initial_state(config: ModelConfig, train_config: training.TrainConfig, setup: FoldSetup, instance: int):
-    return training.create_train_state(config, train_config, setup.stats, params=setup.init_params,
+    params, stats = setup.start(instance)
+    return training.create_train_state(config, train_config, stats, params=params,
                                        key=instance_key(train_config.seed, setup.fold, instance))
 
 
@@ -538,7 +556,7 @@ def run_crossvalidation(
     workdir: str | os.PathLike,
     num_folds: int = 10,
     seed: int = 0,
-    init: DeepGazeParams | None = None,
+    init: DeepGazeParams | Inits | None = None,
     log: Callable[[str], None] = logger.info,
     seeds: int = 1,
     at_once: bool = False,
@@ -550,13 +568,14 @@ def run_crossvalidation(
     Each fold has ``seeds`` readout instances (averaged in probability), trained one after the
     other (`train_fold`), or with ``at_once`` (L-BFGS only) all together by one vectorised
     program (`train_folds_at_once`; about twice as fast on a 2-core AVX2 CPU, `docs/benchmarks.md`).
+    ``init``: the pretrained model every fold's readout starts from, or one per instance (`Inits`).
     ``dtype`` of the grids on device: default `batched_training.resolve_dtype`.
     ``stopping``: the part each fold stops on (module docstring), default `resolve_stopping`
     (the one recorded in ``workdir``, else "inner"). The mixture's centre bias is fitted on
     all fixations (for use on other datasets).
     """
-    if seeds > 1 and init is not None:
-        raise ValueError("instances started from the same pretrained readout are identical: use seeds=1 with init")
+    inits = () if init is None else (init,) if isinstance(init, DeepGazeParams) else tuple(init)
+    check_inits(inits, seeds)
     workdir = Path(workdir)
     stopping = resolve_stopping(workdir, stopping)
     check_stopping(stopping, num_folds)
@@ -572,7 +591,7 @@ def run_crossvalidation(
             "seeds": seeds,
             "num_images": data.fixations.num_images,
             "num_fixations": len(data.fixations),
-            "init": None if init is None else "pretrained",
+            "init": None if not inits else "pretrained" if len(inits) == 1 else f"pretrained, {len(inits)} models",
             "stopping": stopping,
         },
     )
@@ -593,15 +612,15 @@ def run_crossvalidation(
             pending.append(fold)
     if pending:
         log(f"training dtype {dtype.name} on {jax.devices()[0].device_kind} ({why})")
-        sums = input_pipeline.feature_sums(data.grids) if init is None else None
+        sums = None if inits else input_pipeline.feature_sums(data.grids)
         if not at_once:
             for fold in pending:
-                setup = fold_setup(splits[fold], data, sums, init)
+                setup = fold_setup(splits[fold], data, sums, inits)
                 log(describe_split(splits[fold]))
                 train_fold(setup, data, config, train_config, workdir, seeds, dtype, log)
         else:
             run_dir, run_folds = batched_run_dir(workdir, pending, seeds)
-            setups = fold_setups([splits[fold] for fold in run_folds], data, sums, init)
+            setups = fold_setups([splits[fold] for fold in run_folds], data, sums, inits)
             train_folds_at_once(setups, data, config, train_config, workdir, run_dir, pending, seeds, dtype, log)
     models = [load_model(workdir / f"fold_{k}" / "model.npz", backbone_weights={}) for k in range(num_folds)]
     template = fit_center_bias(data.fixations).template(CENTERBIAS_TEMPLATE_SIZE)

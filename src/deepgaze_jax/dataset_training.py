@@ -100,7 +100,7 @@ def crossvalidate_dataset(
     title: str,
     num_folds: int = 10,
     fold_seed: int = 0,
-    init: DeepGazeParams | None = None,
+    init: DeepGazeParams | crossvalidation.Inits | None = None,
     mode: Mode = "paper",
     command: dict | None = None,
     log: Callable[[str], None] = logger.info,

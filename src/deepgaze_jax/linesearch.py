@@ -1,4 +1,4 @@
-"""A strong-Wolfe line search that evaluates the objective once per iteration, also under ``vmap``.
+"""A strong-Wolfe line search that evaluates the objective once per iteration, in pieces K models can share.
 
 L-BFGS takes each step along its direction ``d`` with a step size ``a`` from a line search
 on ``phi(a) = f(x + a d)``. This one follows Nocedal & Wright (Numerical Optimization, 2nd
@@ -10,13 +10,14 @@ Wolfe conditions
     |phi'(a)| <= c2 |phi'(0)|              (curvature).
 
 Why not `optax.scale_by_zoom_linesearch`: its iterations branch (``lax.cond``) between
-evaluating the objective for the bracketing and for the zoom phase. Training K readouts at
-once (`batched_training`) runs the line search under ``jax.vmap``, where a branch on a
-per-model flag becomes a select that runs *both* sides: two evaluations of the objective
-over every image per iteration. Here every iteration first chooses each model's trial step
-(a few scalar selects), then evaluates the objective once for all of them, then updates
-each model's bracket (selects again), so K models cost one batched evaluation per
-iteration, and a model whose search has ended only waits.
+evaluating the objective for the bracketing and for the zoom phase; under ``jax.vmap`` a
+branch on a per-model flag becomes a select that runs *both* sides. Here an iteration is
+three pieces without branches: the trial step (`trial_params`), one evaluation of the
+objective there, and the update of the bracket from its value and slope (`observe`, a few
+scalar selects), from `begin_search` to `end_search`. `scale_by_wolfe_linesearch` runs
+them in a ``lax.while_loop`` for one model (or under ``vmap``, where a model whose search
+has ended waits for the others); `batched_training` drives the searches of K models from
+the host and evaluates, in each round, only the models whose search goes on.
 
 The transformation is the last link of an optax chain (as `optax.lbfgs` builds it):
 
