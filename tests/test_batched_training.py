@@ -243,3 +243,16 @@ def test_bucket_pads_to_a_power_of_two_with_distinct_models():
             idx, valid = B.bucket(todo)
             assert len(set(idx)) == len(idx) == min(k, 1 << (n - 1).bit_length())
             assert valid.sum() == n and todo[idx].tolist() == valid.tolist() and valid[:n].all()
+
+
+def test_a_model_whose_line_search_finds_no_decrease_stops_and_the_others_go_on(setup, batched):
+    from test_training import with_nan_bias
+
+    states = list(setup[-1])
+    states[1] = with_nan_bias(states[1])
+    lines = []
+    groups, models = pool(setup)
+    after = B.fit_many(B.stack_states(states), groups, models, B.make_batched_steps(CONFIG, CFG), CFG, log=lines.append)
+    assert [int(e) for e in after.epoch] == [int(batched.epoch[0]), 1, int(batched.epoch[2])]
+    assert any("model 1: stopped after 1 epochs, its line search found no decrease" in line for line in lines)
+    np.testing.assert_allclose(np.asarray(after.val_loss)[[0, 2]], batched.val_loss[[0, 2]], rtol=1e-5, atol=1e-5)

@@ -81,3 +81,22 @@ def test_resume_is_bit_exact(tmp_path, data, optimizer):
 def test_bad_optimizer_name():
     with pytest.raises(ValueError, match="lbfgs"):
         T.TrainConfig(optimizer="sgd")
+
+
+def with_nan_bias(state):
+    """``state`` with one readout bias NaN: every loss is NaN, so no line search can find a decrease."""
+    params = jax.tree_util.tree_map(lambda x: x, state.params)
+    params["readout"]["layer0"]["bias"] = params["readout"]["layer0"]["bias"].at[0].set(np.nan)
+    return state.replace(params=params)
+
+
+def test_a_model_whose_line_search_finds_no_decrease_stops_instead_of_running_to_max_epochs(data):
+    *_, stats, train, val = data
+    cfg = T.TrainConfig(max_epochs=50)
+    steps = T.make_steps(CONFIG, cfg)
+    lines = []
+    state = T.fit(with_nan_bias(T.create_train_state(CONFIG, cfg, stats)), train, val, steps, cfg, log=lines.append)
+    assert int(state.epoch) == 1 and bool(T.line_search_failed(state))
+    assert "line search found no decrease" in lines[-1]
+    assert not T.line_search_failed(T.create_train_state(CONFIG, cfg, stats))
+    assert not T.line_search_failed(T.create_train_state(CONFIG, T.TrainConfig(optimizer="adam"), stats))

@@ -59,8 +59,8 @@ from deepgaze_jax.likelihood import fixation_counts, log_likelihood_of_logits
 from deepgaze_jax.finalizer import finalizer_logits, finalizer_maps
 from deepgaze_jax.model import ModelConfig
 from deepgaze_jax.linesearch import Search, begin_search, end_search, observe, searching, trial_params
-from deepgaze_jax.training import (TrainConfig, TrainState, lbfgs_direction_links, record_epoch, should_stop,
-                                   weight_penalty)
+from deepgaze_jax.training import (TrainConfig, TrainState, lbfgs_direction_links, line_search_failed, record_epoch,
+                                   should_stop, weight_penalty)
 
 logger = logging.getLogger(__name__)
 
@@ -378,7 +378,7 @@ def make_batched_steps(config: ModelConfig, train_config: TrainConfig, mesh: Mes
         """``search`` after the evaluation of models ``idx`` at their trial params (`valid`: whose search it was)."""
         part = gather(search, idx)
         observed = jax.vmap(observe)(part, value, val, grad)
-        kept = jax.tree_util.tree_map(lambda n, o: jnp.where(valid.reshape(-1, *(1,) * (n.ndim - 1)), n, o), observed, part)
+        kept = select_models(valid, observed, part)
         return jax.tree_util.tree_map(lambda full, new: full.at[idx].set(new), search, kept)
 
     @jax.jit
@@ -389,7 +389,7 @@ def make_batched_steps(config: ModelConfig, train_config: TrainConfig, mesh: Mes
             new = state.replace(params=params, opt_state=(*links, wolfe), epoch=state.epoch + 1)
             return record_epoch(new, wolfe.value - penalty(params), wolfe.aux)
 
-        return keep_inactive(jax.vmap(one)(states, search, links), states, active)
+        return select_models(active, jax.vmap(one)(states, search, links), states)
 
     @jax.jit
     def evaluate(states: TrainState, models: ModelData, groups):
@@ -408,9 +408,9 @@ def gather(tree, idx):
     return jax.tree_util.tree_map(lambda x: x[idx], tree)
 
 
-def keep_inactive(new, old, active):
-    """``new`` for the active models, ``old`` for the others (leading model axis)."""
-    return jax.tree_util.tree_map(lambda n, o: jnp.where(active.reshape(-1, *(1,) * (n.ndim - 1)), n, o), new, old)
+def select_models(mask, new, old):
+    """``new`` for the models where ``mask`` (K,) holds, ``old`` for the others (leading model axis)."""
+    return jax.tree_util.tree_map(lambda n, o: jnp.where(mask.reshape(-1, *(1,) * (n.ndim - 1)), n, o), new, old)
 
 
 def bucket(todo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -476,9 +476,11 @@ def unstack_state(states: TrainState, k: int) -> TrainState:
 
 
 def active_models(states: TrainState, train_config: TrainConfig) -> np.ndarray:
-    """(K,) bool: the models whose stopping rule has not fired."""
+    """(K,) bool: the models whose stopping rule has not fired and whose line search has not failed
+    (`training.line_search_failed`)."""
     val, epochs = np.asarray(states.val_loss), np.asarray(states.epoch)
-    return np.asarray([not should_stop(val[k], int(epochs[k]), train_config) for k in range(len(epochs))])
+    rule = np.asarray([should_stop(val[k], int(epochs[k]), train_config) for k in range(len(epochs))])
+    return ~rule & ~line_search_failed(states)
 
 
 def fit_many(
@@ -511,8 +513,10 @@ def fit_many(
             save_checkpoint(manager, states)
         log_epoch(states, active, log)
         was_active, active = active, active_models(states, train_config)
+        failed = line_search_failed(states)
         for k in np.flatnonzero(was_active & ~active):
-            log(f"{names[k]}: stopped after {int(states.epoch[k])} epochs (best epoch {int(states.best_epoch[k])})")
+            why = ", its line search found no decrease" if failed[k] else ""
+            log(f"{names[k]}: stopped after {int(states.epoch[k])} epochs{why} (best epoch {int(states.best_epoch[k])})")
     return states
 
 

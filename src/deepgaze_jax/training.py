@@ -273,6 +273,21 @@ def should_stop(val_loss: np.ndarray, epoch: int, train_config: TrainConfig) -> 
     return bool(np.all(val_loss[recent] > val_loss[recent - train_config.lookback]))
 
 
+def line_search_failed(state: TrainState) -> np.ndarray:
+    """Whether the last epoch's Wolfe line search found no point of sufficient decrease (step 0), per model
+    of a stacked state (() for one model; False for other optimisers and before the first epoch).
+
+    The epoch then left the parameters as they were, so every later epoch would repeat the same failed
+    search: the model cannot improve (seen for one of 30 random Lite0 readouts, 0.6 nats/fix behind the
+    others), and its validation loss, constant from there, would keep the stopping rule waiting for
+    ``max_epochs``. Training stops it, keeping its best parameters.
+    """
+    step = optax.tree_utils.tree_get(state.opt_state, "step")
+    if step is None:
+        return np.zeros(np.shape(state.epoch), bool)
+    return (np.asarray(step) == 0) & (np.asarray(state.epoch) > 0)
+
+
 # ----------------------------------------------------------------------------- loop
 
 
@@ -303,6 +318,9 @@ def fit(
     epoch = int(state.epoch)
     bar = tqdm(total=limit, initial=epoch, desc=desc, unit="epoch", leave=False)
     while epoch < limit and not should_stop(np.asarray(state.val_loss), epoch, train_config):
+        if line_search_failed(state):
+            log(f"{desc}: stopped after {epoch} epochs, its line search found no decrease (best epoch {int(state.best_epoch)})")
+            break
         state, train_loss = steps.train_epoch(state, train_groups)
         state = steps.record(state, train_loss, steps.loss(state.params, state.stats, val_groups))
         epoch = int(state.epoch)
