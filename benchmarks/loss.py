@@ -30,6 +30,7 @@ float32 grids); ``--landscape 100 --portrait 25`` keeps it near 1 GB, and each p
 the images. The "first call" of a piece is again a difference of prefixes (mostly compilation).
 
     python -m benchmarks.loss [--landscape 779 --portrait 224] [--models 10] [--repeat 3]
+    python -m benchmarks.loss --subsets 10,8,4,2,1 --repeat 2     # a round of b of the K models
 """
 
 from __future__ import annotations
@@ -226,6 +227,24 @@ def profile_rows(config, train_config, groups, data, states, repeat: int) -> lis
     return rows
 
 
+def subset_rows(config, train_config, groups, data, states, sizes, repeat: int) -> list[list[str]]:
+    """Per size b of ``sizes``: the line-search round's evaluation of b of the K models
+    (`batched_training.BatchedSteps.evaluate_some`, the models gathered): first call (compilation
+    included), then median wall and CPU seconds."""
+    import jax
+
+    from deepgaze_jax import batched_training as B
+
+    steps = B.make_batched_steps(config, train_config)
+    rows = []
+    for size in sizes:
+        idx = np.arange(size)
+        cost = timed(lambda: jax.block_until_ready(steps.evaluate_some(states.params, states.stats, data, groups, idx)),
+                     repeat)
+        rows.append([str(size), f"{cost.first_s:.1f}", f"{cost.wall_s:.2f}", f"{cost.cpu_s:.2f}"])
+    return rows
+
+
 def format_rows(rows, peak: float) -> list[list[str]]:
     out = []
     for name, cost, flops in rows:
@@ -242,9 +261,18 @@ def main(argv=None) -> list[str]:
     parser.add_argument("--portrait", type=int, default=224, help="images with (32, 24) grids (MIT1003: 224)")
     parser.add_argument("--models", type=int, default=10, help="K readouts trained at once")
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per piece")
+    parser.add_argument("--subsets", type=lambda text: [int(b) for b in text.split(",")], default=None,
+                        help="instead of the pieces: the evaluation of only b of the K models, for each b of this "
+                             "comma-separated list (what a line-search round costs when b models still search)")
     args = parser.parse_args(argv)
     config, train_config, groups, data, states = synthetic_pool(args.landscape, args.portrait, args.models)
     before = load_average()
+    if args.subsets:
+        title = (f"One line-search round (objective + gradient) of b of {args.models} readouts on {args.landscape} + "
+                 f"{args.portrait} Lite0 grids ({groups[0].grids.dtype})")
+        notes = [f"Load average before {before}, after {load_average()}.", machine_line()]
+        rows = subset_rows(config, train_config, groups, data, states, args.subsets, args.repeat)
+        return [table(title, ["models evaluated", "first call s", "wall s", "CPU s (user+sys)"], rows, notes)]
     rows = profile_rows(config, train_config, groups, data, states, args.repeat)
     peak = cpu_peak_flops()
     title = (f"One loss + gradient evaluation of {args.models} readouts on {args.landscape} + {args.portrait} "

@@ -32,3 +32,12 @@ def test_avx512_bf16_without_amx_doubles_the_fp32_peak_and_unknown_cpus_count_ss
 def test_machine_line_names_the_units_and_peaks():
     line = benchmarks.machine_line()
     assert benchmarks.vector_units() in line and "GFLOP/s fp32" in line and "load average" in line
+
+
+def test_loss_subsets_time_a_round_of_b_of_the_k_models():
+    from benchmarks import loss
+
+    (text,) = loss.main(["--landscape", "3", "--portrait", "2", "--models", "3", "--subsets", "3,1", "--repeat", "1"])
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| ") and "models" not in line]
+    assert [int(r[0]) for r in rows] == [3, 1]
+    assert all(float(r[2]) > 0 and float(r[1]) >= float(r[2]) for r in rows)  # the first call compiles
