@@ -30,7 +30,8 @@ DEFAULT_CACHE_DIR = Path("cache/features")
 
 NAMES = ("lite0", "lite2", "ensemble", "lite0_inner", "lite1_inner", "lite2_inner", "ensemble_inner",
          "lite0_iie", "lite0_taps", "lite0_iie_taps", "lite1_taps", "lite2_taps", "ensemble_taps",
-         "lite0_taps_osie", "lite1_taps_osie", "lite2_taps_osie", "ensemble_taps_osie")
+         "lite0_taps_osie", "lite1_taps_osie", "lite2_taps_osie", "ensemble_taps_osie",
+         "lite0_taps_osie_x3", "lite1_taps_osie_x3", "lite2_taps_osie_x3", "ensemble_taps_osie_x3")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +49,9 @@ class Experiment:
       stopping: the part each fold stops on (`crossvalidation.fold_split`): "inner" (honest) or
         "heldout" (the protocol of the figures published before the choice existed).
       seeds: readout instances per fold (averaged in probability).
-      init: the model file every fold's readout starts from, or a tuple of one per instance (``seeds`` of them) (e.g. an `experiments.pretrain_osie` run's
-        ``model.npz``, made first by the command in the config's docstring); None: a random readout.
+      init: the model file every fold's readout starts from (e.g. an `experiments.pretrain_osie` run's
+        ``model.npz``, made first by the command in the config's docstring), or a tuple of one per readout
+        instance (``seeds`` of them); None: a random readout.
     """
 
     model: ModelConfig
