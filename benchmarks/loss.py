@@ -270,8 +270,8 @@ def main(argv=None) -> list[str]:
     if args.subsets:
         title = (f"One line-search round (objective + gradient) of b of {args.models} readouts on {args.landscape} + "
                  f"{args.portrait} Lite0 grids ({groups[0].grids.dtype})")
-        notes = [f"Load average before {before}, after {load_average()}.", machine_line()]
         rows = subset_rows(config, train_config, groups, data, states, args.subsets, args.repeat)
+        notes = [f"Load average before {before}, after {load_average()}.", machine_line()]
         return [table(title, ["models evaluated", "first call s", "wall s", "CPU s (user+sys)"], rows, notes)]
     rows = profile_rows(config, train_config, groups, data, states, args.repeat)
     peak = cpu_peak_flops()
