@@ -1,9 +1,7 @@
-"""`lite1_taps_osie` with three readout instances per fold, each started from its own OSIE pretraining
-(DeepGaze IIE averages three instances per backbone; `docs/pretrain_osie.md` says how this was decided).
+"""`lite1_taps_osie` with three pretrained readout instances per fold, as `lite0_taps_osie_x3` does for Lite0
+(its docstring says how). Pretrainings: `lite1_taps_osie`'s, and the same with `--init-seed 1` and `2` into
+`runs/pretrain_osie_lite1_taps_seed1` and `_seed2`; then
 
-    python -m experiments.pretrain_osie --config lite1_taps --workdir runs/pretrain_osie_lite1_taps
-    python -m experiments.pretrain_osie --config lite1_taps --init-seed 1 --workdir runs/pretrain_osie_lite1_taps_seed1
-    python -m experiments.pretrain_osie --config lite1_taps --init-seed 2 --workdir runs/pretrain_osie_lite1_taps_seed2
     python -m experiments.crossval_mit1003 --config lite1_taps_osie_x3
 """
 
