@@ -49,6 +49,9 @@ import jax.numpy as jnp
 import optax
 
 BRACKET, ZOOM, DONE = 0, 1, 2
+MAX_STEPS, C1, C2, INITIAL_STEP, MAX_STEP = 20, 1e-4, 0.9, 1.0, 1e3
+"""The defaults of `scale_by_wolfe_linesearch`, which the pieces share (so that `batched_training`, which calls
+them directly, searches exactly as `training.make_optimizer`'s chain does)."""
 
 
 class WolfeLinesearchState(NamedTuple):
@@ -149,8 +152,8 @@ def _next_state(s: Search, t: _Point, c1: float, c2: float, max_step: float) -> 
 
 
 def scale_by_wolfe_linesearch(
-    max_steps: int = 20, c1: float = 1e-4, c2: float = 0.9, initial_step: float = 1.0, max_step: float = 1e3,
-    has_aux: bool = False,
+    max_steps: int = MAX_STEPS, c1: float = C1, c2: float = C2, initial_step: float = INITIAL_STEP,
+    max_step: float = MAX_STEP, has_aux: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """Scales the updates (a descent direction) by a step satisfying the strong Wolfe conditions.
 
@@ -189,7 +192,7 @@ def scale_by_wolfe_linesearch(
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def begin_search(updates, value, grad, aux, initial_step: float = 1.0) -> Search:
+def begin_search(updates, value, grad, aux, initial_step: float = INITIAL_STEP) -> Search:
     """A search along ``updates`` from a point with objective ``value``, gradient ``grad`` and auxiliary
     output ``aux``; a direction that does not descend is replaced by the negative gradient."""
     slope = _dot(updates, grad)
@@ -206,7 +209,7 @@ def trial_params(params, s: Search):
     return optax.apply_updates(params, jax.tree_util.tree_map(lambda d: s.trial * d, s.direction))
 
 
-def observe(s: Search, value, aux, grad, c1: float = 1e-4, c2: float = 0.9, max_step: float = 1e3) -> Search:
+def observe(s: Search, value, aux, grad, c1: float = C1, c2: float = C2, max_step: float = MAX_STEP) -> Search:
     """The search after the objective's ``value``, ``aux`` and ``grad`` at `trial_params`."""
     t = _Point(s.trial, jnp.asarray(value, jnp.float32), _dot(grad, s.direction))
     aux = jnp.asarray(aux, jnp.float32)
@@ -216,7 +219,7 @@ def observe(s: Search, value, aux, grad, c1: float = 1e-4, c2: float = 0.9, max_
     return _next_state(s, t, c1, c2, max_step)
 
 
-def searching(s: Search, max_steps: int = 20) -> jnp.ndarray:
+def searching(s: Search, max_steps: int = MAX_STEPS) -> jnp.ndarray:
     """Whether the search needs another evaluation."""
     return (s.phase != DONE) & (s.count < max_steps)
 
