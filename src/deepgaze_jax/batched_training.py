@@ -54,7 +54,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from deepgaze_jax import settings
 from deepgaze_jax.checkpoints import save_checkpoint
 from deepgaze_jax.data.fixations import Fixations
-from deepgaze_jax.input_pipeline import DATA_AXIS, data_mesh, group_by_shape, stack_padded
+from deepgaze_jax.input_pipeline import DATA_AXIS, data_mesh, group_by_shape, padded_size, stack_padded
 from deepgaze_jax.likelihood import fixation_counts, log_likelihood_of_logits
 from deepgaze_jax.finalizer import finalizer_logits, finalizer_maps
 from deepgaze_jax.model import ModelConfig
@@ -424,8 +424,7 @@ def bucket(todo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     (array([1, 3, 4, 0]), array([ True,  True,  True, False]))
     """
     k, n = len(todo), int(todo.sum())
-    size = min(k, 1 << max(n - 1, 0).bit_length())
-    idx = np.argsort(~todo, kind="stable")[:size]
+    idx = np.argsort(~todo, kind="stable")[:padded_size(n, k)]
     return idx, todo[idx]
 
 

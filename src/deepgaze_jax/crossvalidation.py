@@ -172,8 +172,9 @@ def predict_grids(config: ModelConfig, variables, grids: Sequence[np.ndarray], l
     for members in by_shape.values():
         for start in range(0, len(members), PREDICT_BATCH):
             batch = members[start:start + PREDICT_BATCH]
-            size = 1 << (len(batch) - 1).bit_length()  # a power of two: few sizes compile
-            stacked = [input_pipeline.stack_padded(arrays, batch, size, arrays[batch[0]].dtype, fill=0) for arrays in (grids, log_cbs)]
+            size = input_pipeline.padded_size(len(batch), PREDICT_BATCH)
+            stacked = [input_pipeline.stack_padded(arrays, batch, size, arrays[batch[0]].dtype, fill=0)
+                       for arrays in (grids, log_cbs)]
             maps = np.asarray(_head_log_densities(config, variables, *stacked))
             for j, i in enumerate(batch):
                 out[i] = maps[j]

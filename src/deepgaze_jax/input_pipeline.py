@@ -57,6 +57,16 @@ def group_by_shape(grids: Sequence[np.ndarray], image_indices: Sequence[int]) ->
     return [by_shape[shape] for shape in sorted(by_shape)]
 
 
+def padded_size(n: int, cap: int) -> int:
+    """The batch size ``n`` items are padded to: the next power of two (at least 1), at most ``cap``, so that
+    only a few sizes compile.
+
+    >>> [padded_size(n, 10) for n in (1, 3, 5, 9)]
+    [1, 4, 8, 10]
+    """
+    return min(cap, 1 << max(n - 1, 0).bit_length())
+
+
 def stack_padded(arrays: Sequence[np.ndarray], members: Sequence[int], size: int, dtype, fill: int | None = None) -> np.ndarray:
     """(size, ...) ``arrays[members]`` stacked into one ``dtype`` array; rows past the members are
     zero, or copies of member ``fill`` when given."""

@@ -29,6 +29,7 @@ import numpy as np
 from deepgaze_jax.finalizer import expand_to_pixels
 from deepgaze_jax.images import ImageLike, load_working_image, to_rgb_uint8
 from deepgaze_jax.densities import log_mean_density, resize_log_density
+from deepgaze_jax.input_pipeline import padded_size
 from deepgaze_jax.model import (
     DeepGazeParams, Model, centerbias_on_grid, density_grid_shape, ensemble_members, log_density_grid,
 )
@@ -64,7 +65,7 @@ def _density_grids(params: DeepGazeParams, working: Sequence[np.ndarray], center
         log_cb = centerbias_on_grid(template, grid_shape)
         for start in range(0, len(members), batch_size):
             chunk = members[start : start + batch_size]
-            padded = min(batch_size, 1 << (len(chunk) - 1).bit_length())
+            padded = padded_size(len(chunk), batch_size)
             batch = np.stack([working[i] for i in chunk] + [working[chunk[0]]] * (padded - len(chunk)))
             out = log_density_grid(
                 params, jnp.asarray(batch), jnp.broadcast_to(log_cb, (padded, *grid_shape)), jnp.dtype(backbone_dtype)
