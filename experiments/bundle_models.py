@@ -10,7 +10,7 @@
 Each ``NAME=WORKDIR`` (default: `SOURCES`, the honest inner-stopping, OSIE-pretrained IIE-taps runs of
 `experiments/configs`)
 is a bundled name of `model.BUNDLED_MODELS` with the workdir of a finished
-`experiments.crossval_mit1003` run, whose ``mixture.npz`` (its ten fold models averaged in
+`experiments.crossval_mit1003` run, whose ``mixture.npz`` (its fold models, with all their instances, averaged in
 probability) is checked with `model.load_model_file` and copied, atomically, into the package's
 assets; or names joined by ``+`` with the workdir of an `experiments.ensemble_mit1003` run of
 the runs bundled under those names, which bundles no file but gives that ensemble's figures.
