@@ -47,6 +47,12 @@ def test_every_config_loads_and_names_its_run_command(name):
                             "runs/pretrain_osie_lite2_taps/model.npz", "runs/pretrain_osie_lite2_taps_seed1/model.npz",
                             "runs/pretrain_osie_lite2_taps_seed2/model.npz", "--seeds", "3", "--workdir",
                             "runs/crossval_lite2_taps_osie_x3", "--stopping", "inner"]),
+    ("lite1_taps_osie_eye_x3", ["--backbone", "efficientnet_lite1", "--taps",
+                                "block12_depthwise,block14_depthwise,block19_project", "--init",
+                                "runs/pretrain_osie_eye_lite1_taps/model.npz",
+                                "runs/pretrain_osie_eye_lite1_taps_seed1/model.npz",
+                                "runs/pretrain_osie_eye_lite1_taps_seed2/model.npz", "--seeds", "3", "--workdir",
+                                "runs/crossval_lite1_taps_osie_eye_x3", "--stopping", "inner"]),
 ])
 def test_config_equals_the_readme_flags(name, flags):
     by_config, by_flags = crossval_mit1003.parse(["--config", name]), crossval_mit1003.parse(flags)

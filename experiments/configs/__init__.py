@@ -31,7 +31,8 @@ DEFAULT_CACHE_DIR = Path("cache/features")
 NAMES = ("lite0", "lite2", "ensemble", "lite0_inner", "lite1_inner", "lite2_inner", "ensemble_inner",
          "lite0_iie", "lite0_taps", "lite0_iie_taps", "lite1_taps", "lite2_taps", "ensemble_taps",
          "lite0_taps_osie", "lite1_taps_osie", "lite2_taps_osie", "ensemble_taps_osie",
-         "lite0_taps_osie_x3", "lite1_taps_osie_x3", "lite2_taps_osie_x3", "ensemble_taps_osie_x3")
+         "lite0_taps_osie_x3", "lite1_taps_osie_x3", "lite2_taps_osie_x3", "ensemble_taps_osie_x3",
+         "lite0_taps_osie_eye_x3", "lite1_taps_osie_eye_x3", "lite2_taps_osie_eye_x3", "ensemble_taps_osie_eye_x3")
 
 
 @dataclasses.dataclass(frozen=True)
