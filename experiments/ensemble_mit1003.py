@@ -18,7 +18,7 @@ import logging
 import time
 from pathlib import Path
 
-from deepgaze_jax import crossvalidation
+from deepgaze_jax import crossvalidation, fit_cache
 from deepgaze_jax.dataset_training import write_report
 from deepgaze_jax.data import datasets, mit1003
 from experiments import configs
@@ -33,6 +33,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", choices=configs.NAMES, default=None, help="an ensemble config: its members' runs")
     parser.add_argument("--data-dir", type=Path, default=None, help="MIT1003 root (default: discovered)")
     parser.add_argument("--workdir", type=Path, default=None, help="default: the config's, else runs/ensemble")
+    parser.add_argument("--cache-dir", type=Path, default=configs.DEFAULT_CACHE_DIR,
+                        help="the runs' feature cache directory: the baselines' fits are kept in its fits/ folder")
     args = parser.parse_args(argv)
     experiment = configs.get(args.config) if args.config else None
     if experiment is not None and not args.runs:
@@ -59,6 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     return write_report(
         args.workdir, dataset, fixations, cell, setup["num_folds"], setup["seed"],
         f"MIT1003 crossvalidation: ensemble of {' + '.join(backbones)}", command=command, total_s=time.time() - started,
+        fit_cache_dir=args.cache_dir / fit_cache.SUBDIR,
     )
 
 

@@ -34,7 +34,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from deepgaze_jax import batched_training, crossvalidation
+from deepgaze_jax import batched_training, crossvalidation, fit_cache
 from deepgaze_jax.data import datasets, mit1003
 from deepgaze_jax.data.datasets import Dataset
 from deepgaze_jax.dataset_training import crossvalidate_dataset, load_init, write_report
@@ -128,6 +128,7 @@ def search(
     report = write_report(
         selected, dataset, fixations, setup["model_configs"][0]["cell"], setup["num_folds"], setup["seed"],
         f"MIT1003 model search: per-fold picks among {', '.join(experiments)}", command={"picks": picks},
+        fit_cache_dir=cache_dir / fit_cache.SUBDIR,
     )
     table = {"dataset": dataset.name, "stopping": "inner", "criterion": "stopping_nll_bits", "candidates": rows,
              "picks": picks, "selected_workdir": str(selected), "selected": scores(report), "total_s": time.time() - started}

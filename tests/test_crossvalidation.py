@@ -214,7 +214,7 @@ def test_no_fold_trains_or_stops_on_its_scored_part(at_once, tmp_path, monkeypat
 
         monkeypatch.setattr(cv.input_pipeline, "make_groups", recording_groups)
     fit = cv.fit_center_bias
-    monkeypatch.setattr(cv, "fit_center_bias", lambda f: centerbias_fixations.append(len(f)) or fit(f))
+    monkeypatch.setattr(cv, "fit_center_bias", lambda f, **kw: centerbias_fixations.append(len(f)) or fit(f, **kw))
     cv.run_crossvalidation(cv.FoldData(grids, fixations), CONFIG, TrainConfig(max_epochs=1), tmp_path, num_folds=3,
                            seed=0, log=lambda _: None, at_once=at_once)
     pairs = used if at_once else list(zip(used[::2], used[1::2]))

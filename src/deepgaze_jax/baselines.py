@@ -10,6 +10,7 @@ crossvalidation report both score models against these.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Callable
 
 import numpy as np
@@ -38,13 +39,16 @@ class Baselines:
     gold_loglik: np.ndarray
 
 
-def fit_baselines(fixations: Fixations, log: Callable[[str], None] = lambda message: None) -> Baselines:
-    """Fits the centre bias, then the gold standard, on ``fixations`` (working space); ``log`` hears each step."""
+def fit_baselines(
+    fixations: Fixations, log: Callable[[str], None] = lambda message: None, cache_dir: str | os.PathLike | None = None
+) -> Baselines:
+    """Fits the centre bias, then the gold standard, on ``fixations`` (working space); ``log`` hears each step;
+    ``cache_dir`` keeps the fits (`fit_cache`)."""
     log("fitting the centre bias (leave-one-image-out)...")
-    centerbias = fit_center_bias(fixations)
+    centerbias = fit_center_bias(fixations, cache_dir=cache_dir)
     centerbias_loglik = leave_one_image_out(fixations, centerbias.bandwidth, centerbias.uniform_weight)
     log("fitting the gold standard (leave-one-observer-out)...")
-    gold = fit_gold_standard(fixations, centerbias_loglik)
+    gold = fit_gold_standard(fixations, centerbias_loglik, cache_dir=cache_dir)
     return Baselines(
         centerbias=centerbias,
         centerbias_loglik=centerbias_loglik,

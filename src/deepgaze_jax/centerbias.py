@@ -26,6 +26,7 @@ from scipy.special import logsumexp
 
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.densities import log_normalize, safe_log
+from deepgaze_jax.fit_cache import cached_fit, fixation_arrays
 from deepgaze_jax.kde import ImagePairs, image_pairs, kde_grid, relative_cells
 
 
@@ -211,14 +212,23 @@ def leave_one_image_out_maps(fixations: Fixations, bandwidth: float, uniform_wei
     return log_density
 
 
-def fit_center_bias(fixations: Fixations, bandwidth_bounds: tuple[float, float] = (0.005, 0.5)) -> CenterBias:
+def fit_center_bias(
+    fixations: Fixations, bandwidth_bounds: tuple[float, float] = (0.005, 0.5), cache_dir: str | os.PathLike | None = None
+) -> CenterBias:
     """The centre bias of all ``fixations``, with the bandwidth (searched within ``bandwidth_bounds``,
-    relative units) and uniform weight that maximise the leave-one-image-out likelihood."""
+    relative units) and uniform weight that maximise the leave-one-image-out likelihood.
+
+    ``cache_dir``: where fits are kept (`fit_cache`): the same fixations and bounds are fitted once."""
+    fit = cached_fit(cache_dir, "centerbias", lambda: _fit_center_bias_params(fixations, bandwidth_bounds),
+                     fixation_arrays(fixations), {"bandwidth_bounds": list(bandwidth_bounds)})
+    rx, ry = fixations.relative()
+    return CenterBias(x=rx.astype(np.float32), y=ry.astype(np.float32), bandwidth=fit["bandwidth"],
+                      uniform_weight=fit["uniform_weight"])
+
+
+def _fit_center_bias_params(fixations: Fixations, bandwidth_bounds: tuple[float, float]) -> dict:
     uniform, pairs = uniform_log_density(fixations), own_image_pairs(fixations)
     bandwidth, weights, _ = fit_bandwidth(
         lambda b: np.stack([safe_log(_loo_kde(fixations, b, pairs)), uniform], axis=1), bandwidth_bounds
     )
-    rx, ry = fixations.relative()
-    return CenterBias(
-        x=rx.astype(np.float32), y=ry.astype(np.float32), bandwidth=bandwidth, uniform_weight=float(weights[1])
-    )
+    return {"bandwidth": bandwidth, "uniform_weight": float(weights[1])}

@@ -253,21 +253,26 @@ class FoldSetup:
         return self.starts[instance if len(self.starts) > 1 else 0]
 
 
-def fold_setup(split: FoldSplit, data: FoldData, feature_sums, inits: Inits = ()) -> FoldSetup:
-    """Fits the fold's centre bias, and without ``inits`` the feature statistics, on its training images only
-    (``split.train``)."""
+def fold_setup(
+    split: FoldSplit, data: FoldData, feature_sums, inits: Inits = (), fit_cache_dir: str | os.PathLike | None = None
+) -> FoldSetup:
+    """Fits the fold's centre bias (kept in ``fit_cache_dir``, `fit_cache`), and without ``inits`` the feature
+    statistics, on its training images only (``split.train``)."""
     started = time.time()
-    centerbias = fit_center_bias(data.fixations.subset_images(split.train))
+    centerbias = fit_center_bias(data.fixations.subset_images(split.train), cache_dir=fit_cache_dir)
     starts = (tuple(initial_head(init) for init in inits) if inits
               else ((None, input_pipeline.stats_from_sums(feature_sums, split.train)),))
     return FoldSetup(split, centerbias, centerbias.template(CENTERBIAS_TEMPLATE_SIZE), starts, time.time() - started)
 
 
-def fold_setups(splits: Sequence[FoldSplit], data: FoldData, feature_sums, inits: Inits = ()) -> list[FoldSetup]:
+def fold_setups(
+    splits: Sequence[FoldSplit], data: FoldData, feature_sums, inits: Inits = (),
+    fit_cache_dir: str | os.PathLike | None = None,
+) -> list[FoldSetup]:
     """`fold_setup` of every split, on one thread per CPU core (the centre-bias fits are NumPy, which
     releases the GIL in its array loops)."""
     with concurrent.futures.ThreadPoolExecutor(max(1, min(len(splits), os.cpu_count() or 1))) as pool:
-        return list(pool.map(lambda split: fold_setup(split, data, feature_sums, inits), splits))
+        return list(pool.map(lambda split: fold_setup(split, data, feature_sums, inits, fit_cache_dir), splits))
 
 
 def instance_key(seed: int, fold: int, instance: int) -> jax.Array:
@@ -563,6 +568,7 @@ def run_crossvalidation(
     at_once: bool = False,
     dtype: np.dtype | None = None,
     stopping: Stopping | None = None,
+    fit_cache_dir: str | os.PathLike | None = None,
 ) -> DeepGazeParams:
     """Trains every unfinished fold and returns the mixture of the fold models (also saved as ``mixture.npz``).
 
@@ -573,7 +579,7 @@ def run_crossvalidation(
     ``dtype`` of the grids on device: default `batched_training.resolve_dtype`.
     ``stopping``: the part each fold stops on (module docstring), default `resolve_stopping`
     (the one recorded in ``workdir``, else "inner"). The mixture's centre bias is fitted on
-    all fixations (for use on other datasets).
+    all fixations (for use on other datasets). ``fit_cache_dir`` keeps the centre-bias fits (`fit_cache`).
     """
     inits = () if init is None else (init,) if isinstance(init, DeepGazeParams) else tuple(init)
     check_inits(inits, seeds)
@@ -616,15 +622,15 @@ def run_crossvalidation(
         sums = None if inits else input_pipeline.feature_sums(data.grids)
         if not at_once:
             for fold in pending:
-                setup = fold_setup(splits[fold], data, sums, inits)
+                setup = fold_setup(splits[fold], data, sums, inits, fit_cache_dir)
                 log(describe_split(splits[fold]))
                 train_fold(setup, data, config, train_config, workdir, seeds, dtype, log)
         else:
             run_dir, run_folds = batched_run_dir(workdir, pending, seeds)
-            setups = fold_setups([splits[fold] for fold in run_folds], data, sums, inits)
+            setups = fold_setups([splits[fold] for fold in run_folds], data, sums, inits, fit_cache_dir)
             train_folds_at_once(setups, data, config, train_config, workdir, run_dir, pending, seeds, dtype, log)
     models = [load_model(workdir / f"fold_{k}" / "model.npz", backbone_weights={}) for k in range(num_folds)]
-    template = fit_center_bias(data.fixations).template(CENTERBIAS_TEMPLATE_SIZE)
+    template = fit_center_bias(data.fixations, cache_dir=fit_cache_dir).template(CENTERBIAS_TEMPLATE_SIZE)
     combined = mixture(models).replace(centerbias=jnp.asarray(template))
     save_model(combined, workdir / "mixture.npz")
     return combined

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from deepgaze_jax import crossvalidation
+from deepgaze_jax import crossvalidation, fit_cache
 from deepgaze_jax.data import datasets
 from deepgaze_jax.data.datasets import Dataset, Mode
 from deepgaze_jax.feature_cache import cached_feature_grids
@@ -62,18 +62,18 @@ def load_init(path: str | os.PathLike, config: ModelConfig) -> DeepGazeParams:
 
 def write_report(
     workdir: Path, dataset: Dataset, fixations, cell: int, num_folds: int, seed: int, title: str,
-    mode: Mode = "paper", **extra,
+    mode: Mode = "paper", fit_cache_dir: str | os.PathLike | None = None, **extra,
 ) -> dict:
     """Scores ``workdir``'s held-out predictions, draws the figures, writes ``report.json`` / ``report.md``.
 
     ``fixations`` are ``dataset``'s in the working space of ``mode``; ``extra`` (the command,
-    timings) is stored in the report as given.
+    timings) is stored in the report as given; ``fit_cache_dir`` keeps the baselines' fits (`fit_cache`).
     """
     from deepgaze_jax import report as reports
 
     no_centerbias = crossvalidation.load_heldout_no_centerbias(workdir, num_folds)
     report = reports.crossval_report(workdir, fixations, dataset.image_sizes, cell, num_folds, seed,
-                                     heldout_no_centerbias=no_centerbias)
+                                     heldout_no_centerbias=no_centerbias, fit_cache_dir=fit_cache_dir)
     report.update(extra)
     sizes = datasets.working_sizes(dataset.image_sizes, mode=mode)
     report["figures"] = reports.write_figures(
@@ -108,6 +108,7 @@ def crossvalidate_dataset(
 ) -> tuple[DeepGazeParams, dict]:
     """Trains (or resumes) the ``num_folds`` fold models of ``dataset``; returns their mixture and the report.
 
+    The feature grids and the baselines' fits (`fit_cache`, in ``cache_dir/fits``) are kept in ``cache_dir``.
     The mixture (`crossvalidation.run_crossvalidation`: the fold models averaged in
     probability, with a centre bias fitted on all fixations) is also ``workdir/mixture.npz``.
     ``options`` go to `crossvalidation.run_crossvalidation` (``seeds``, ``at_once``, ``dtype``,
@@ -123,12 +124,13 @@ def crossvalidate_dataset(
     cache_s = time.time() - t
     log(f"feature grids ready in {cache_s:.0f} s: {len(grids)} x {grids[0].shape} {grids[0].dtype}")
     del images
+    fits = Path(cache_dir) / fit_cache.SUBDIR
     mixture = crossvalidation.run_crossvalidation(
         crossvalidation.FoldData(grids, fixations), config, train_config, workdir,
-        num_folds=num_folds, seed=fold_seed, init=init, log=log, **options,
+        num_folds=num_folds, seed=fold_seed, init=init, log=log, fit_cache_dir=fits, **options,
     )
     report = write_report(
         workdir, dataset, fixations, config.cell, num_folds, fold_seed, title, mode=mode,
-        command=command or {}, cache_s=cache_s, total_s=time.time() - started,
+        command=command or {}, cache_s=cache_s, total_s=time.time() - started, fit_cache_dir=fits,
     )
     return mixture, report

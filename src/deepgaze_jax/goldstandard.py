@@ -20,6 +20,7 @@ building any grid (an n x n kernel matrix per image, n ~ 100 on MIT1003).
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 from scipy.special import logsumexp
@@ -27,6 +28,7 @@ from scipy.special import logsumexp
 from deepgaze_jax.centerbias import fit_bandwidth, images_by_size, uniform_log_density
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.densities import safe_log
+from deepgaze_jax.fit_cache import cached_fit, fixation_arrays
 from deepgaze_jax.kde import ImagePairs, image_pairs
 
 
@@ -108,12 +110,20 @@ def gold_standard_loglik(fixations: Fixations, centerbias_loglik: np.ndarray, go
 
 
 def fit_gold_standard(
-    fixations: Fixations, centerbias_loglik: np.ndarray, bandwidth_bounds: tuple[float, float] = (0.002, 0.2)
+    fixations: Fixations, centerbias_loglik: np.ndarray, bandwidth_bounds: tuple[float, float] = (0.002, 0.2),
+    cache_dir: str | os.PathLike | None = None,
 ) -> GoldStandard:
-    """Bandwidth and mixing weights maximising the gold standard's likelihood over the dataset."""
+    """Bandwidth and mixing weights maximising the gold standard's likelihood over the dataset.
+
+    ``cache_dir``: where fits are kept (`fit_cache`): the same inputs and bounds are fitted once."""
     centerbias_loglik = np.asarray(centerbias_loglik, dtype=np.float64)
-    pairs = observer_pairs(fixations)
-    bandwidth, weights, mean_ll = fit_bandwidth(
-        lambda b: _log_components(fixations, centerbias_loglik, b, pairs), bandwidth_bounds
-    )
-    return GoldStandard(bandwidth, *(float(w) for w in weights), mean_loglik_nats=mean_ll)
+
+    def fit() -> dict:
+        pairs = observer_pairs(fixations)
+        bandwidth, weights, mean_ll = fit_bandwidth(
+            lambda b: _log_components(fixations, centerbias_loglik, b, pairs), bandwidth_bounds
+        )
+        return dataclasses.asdict(GoldStandard(bandwidth, *(float(w) for w in weights), mean_loglik_nats=mean_ll))
+
+    return GoldStandard(**cached_fit(cache_dir, "goldstandard", fit, (*fixation_arrays(fixations), centerbias_loglik),
+                                     {"bandwidth_bounds": list(bandwidth_bounds)}))

@@ -55,6 +55,7 @@ def crossval_report(
     seed: int = 0,
     progress: bool = True,
     heldout_no_centerbias: Mapping[int, np.ndarray] | None = None,
+    fit_cache_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Scores of the held-out predictions: per fold, overall, and on the paper's 463 1024x768 images (if any).
 
@@ -65,12 +66,13 @@ def crossval_report(
     density with the fold's centre bias). ``heldout_no_centerbias`` (image index -> held-out
     log density on the density grid computed with a uniform prior) adds the paper's
     benchmark-style ``sauc_no_centerbias``; without it that score is left out.
-    ``stopping`` is the run's stopping choice (`crossvalidation.resolve_stopping`).
+    ``stopping`` is the run's stopping choice (`crossvalidation.resolve_stopping`). ``fit_cache_dir`` keeps
+    the baselines' fits (`fit_cache`).
     """
     workdir = Path(workdir)
     heldout = load_heldout(workdir, num_folds)
     folds = fold_assignment(fixations.num_images, num_folds, seed)
-    baselines = fit_baselines(fixations)
+    baselines = fit_baselines(fixations, cache_dir=fit_cache_dir)
     result = evaluate_log_densities(
         lambda i: np.asarray(expand_to_pixels(heldout[i], cell)),
         fixations,
