@@ -1,9 +1,7 @@
-"""`lite2_taps_osie_x3` with the pretrainings on OSIE's eye fixations instead of its mouse data
-(`docs/pretrain_osie.md` says why and by which rule, fixed before the runs):
+"""`lite2_taps_osie_x3` pretrained on OSIE's eye fixations, as `lite0_taps_osie_eye_x3` is for Lite0 (its
+docstring has the three pretraining commands; here with `--config lite2_taps` into
+`runs/pretrain_osie_eye_lite2_taps`, `_seed1` and `_seed2`); then
 
-    python -m experiments.pretrain_osie --config lite2_taps --fixations eye --workdir runs/pretrain_osie_eye_lite2_taps
-    python -m experiments.pretrain_osie --config lite2_taps --fixations eye --init-seed 1 --workdir runs/pretrain_osie_eye_lite2_taps_seed1
-    python -m experiments.pretrain_osie --config lite2_taps --fixations eye --init-seed 2 --workdir runs/pretrain_osie_eye_lite2_taps_seed2
     python -m experiments.crossval_mit1003 --config lite2_taps_osie_eye_x3
 """
 
