@@ -29,7 +29,7 @@ def runs(tmp_path, mit_root):  # noqa: F811
                                                    "--workdir", str(workdirs["lite0"])])
     shutil.copytree(workdirs["lite0"], workdirs["lite2"])
     ensemble_mit1003.main([str(workdirs["lite0"]), str(workdirs["lite2"]), "--data-dir", str(mit_root),
-                           "--workdir", str(workdirs["ensemble"])])
+                           "--workdir", str(workdirs["ensemble"]), "--cache-dir", str(tmp_path / "cache")])
     return {"lite0": workdirs["lite0"], "lite2": workdirs["lite2"], "lite0+lite2": workdirs.pop("ensemble")}
 
 

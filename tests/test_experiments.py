@@ -116,7 +116,10 @@ def test_ensemble_of_two_crossvalidations(tmp_path, monkeypatch, mit_root):
         args[args.index("--readout") + 1] = readout
         crossval_mit1003.main(args)
     members = [json.loads((run / "report.json").read_text())["overall"] for run in runs]
-    report = ensemble_mit1003.main([*map(str, runs), "--data-dir", str(mit_root), "--workdir", str(tmp_path / "ens")])
+    report = ensemble_mit1003.main([*map(str, runs), "--data-dir", str(mit_root), "--workdir", str(tmp_path / "ens"),
+                                    "--cache-dir", str(tmp_path / "cache")])
+    # the two runs' reports and the ensemble's scored the same fixations: one gold-standard fit, read back twice
+    assert len(list((tmp_path / "cache" / "fits").glob("goldstandard-*.json"))) == 1
     assert report["overall"]["num_images"] == 6 and report["stopping"] == "inner"
     assert report["overall"]["ll_bits"] >= min(m["ll_bits"] for m in members)
     assert all(0.0 <= r["sauc_no_centerbias"] <= 1.0 for r in (*members, report["overall"]))
