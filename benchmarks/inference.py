@@ -341,7 +341,7 @@ def bundled_table(names, repeat: int, costs_out: Path | None) -> str:
 
 def write_costs(path: Path, wall_ms: dict, cpu_ms: dict, machine: str) -> None:
     """The JSON `experiments.bundle_models --costs` reads, written atomically."""
-    from deepgaze_jax.evaluate_cli import write_atomic
+    from deepgaze_jax.atomic_file import write_atomic
 
     write_atomic(path, json.dumps({"ms_per_image": wall_ms, "cpu_ms_per_image": cpu_ms, "machine": machine,
                                    "command": "python -m benchmarks.inference " + " ".join(sys.argv[1:])}, indent=1)

@@ -35,7 +35,7 @@ import shutil
 from pathlib import Path
 
 from deepgaze_jax import model
-from deepgaze_jax.evaluate_cli import write_atomic
+from deepgaze_jax.atomic_file import write_atomic
 from deepgaze_jax.report import STOPPING_NOTES
 from experiments import configs
 

@@ -38,7 +38,7 @@ from deepgaze_jax import batched_training, crossvalidation, fit_cache
 from deepgaze_jax.data import datasets, mit1003
 from deepgaze_jax.data.datasets import Dataset
 from deepgaze_jax.dataset_training import crossvalidate_dataset, load_init, write_report
-from deepgaze_jax.evaluate_cli import write_atomic
+from deepgaze_jax.atomic_file import write_atomic
 from deepgaze_jax.metrics import SAUC_NO_CENTERBIAS
 from experiments import configs
 from experiments.configs import Experiment

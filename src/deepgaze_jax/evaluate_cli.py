@@ -13,12 +13,12 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from deepgaze_jax.atomic_file import write_atomic
 from deepgaze_jax.evaluate import ImageModel, evaluate_dataset, per_image_table, require_fixations
 from deepgaze_jax.model_options import add_model_arguments, models_from_args
 
@@ -82,14 +82,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--drop-invalid", action="store_true", help="drop and count bad fixations instead of failing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file beside it, so ``path`` is never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, newline="")
-    os.replace(tmp, path)
 
 
 def per_image_csv(report: dict) -> str:

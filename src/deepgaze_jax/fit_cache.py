@@ -37,6 +37,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from deepgaze_jax.atomic_file import write_atomic
 from deepgaze_jax.data.fixations import Fixations
 
 logger = logging.getLogger(__name__)
@@ -87,13 +88,6 @@ def _read(path: Path, key: str) -> dict | None:
     return None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def cached_fit(
     directory: str | os.PathLike | None, kind: str, fit: Callable[[], dict], arrays: Sequence[np.ndarray],
     settings: dict,
@@ -109,5 +103,5 @@ def cached_fit(
     if stored is not None:
         return stored
     result = fit()
-    _write_atomic(path, json.dumps({"format": FORMAT, "kind": kind, "key": key, "settings": settings, "fit": result}))
+    write_atomic(path, json.dumps({"format": FORMAT, "kind": kind, "key": key, "settings": settings, "fit": result}))
     return result
