@@ -16,7 +16,7 @@ from deepgaze_jax.data.salicon import save_salicon_mat
 from deepgaze_jax.model import load_model
 from deepgaze_jax.training import TrainConfig
 
-from experiments import configs, crossval_mit1003, ensemble_mit1003, model_search, osie_stats, pretrain_salicon
+from experiments import configs, crossval_mit1003, ensemble_mit1003, model_search, osie_stats, pool_instances, pretrain_salicon
 
 
 def smooth_image(rng, h, w):
@@ -242,3 +242,26 @@ def test_a_bundled_init_name_is_never_missing():
     configs.check_init(None, None)
     with pytest.raises(FileNotFoundError, match="the run that writes it"):
         configs.check_init("no/such/model.npz", None)
+
+
+def test_pool_instances_of_two_crossvalidations(tmp_path, mit_root):
+    runs = [tmp_path / f"seed{seed}" for seed in (0, 1)]
+    for seed, run in zip((0, 1), runs):
+        crossval_mit1003.main(common_args(tmp_path) + ["--no-pretrain", "--data-dir", str(mit_root), "--folds", "3",
+                                                       "--init-seed", str(seed), "--workdir", str(run)])
+    report = pool_instances.main([*map(str, runs), "--data-dir", str(mit_root), "--workdir", str(tmp_path / "pool"),
+                                  "--cache-dir", str(tmp_path / "cache")])
+    members = [json.loads((run / "report.json").read_text())["overall"] for run in runs]
+    assert report["overall"]["num_images"] == 6 and report["stopping"] == "inner"
+    assert report["overall"]["ll_bits"] >= min(m["ll_bits"] for m in members)  # a mixture of the runs' instances
+    assert all("stopping_nll_bits" in fold for fold in report["folds"])
+    assert load_model(tmp_path / "pool" / "mixture.npz", backbone_weights={}).num_components == 6
+    assert "2 instances per fold pooled" in (tmp_path / "pool" / "report.md").read_text()
+
+
+def test_pool_instances_says_which_runs_to_make_first(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="run their crossval_mit1003 commands first"):
+        pool_instances.main(["--config", "lite0_taps_osie_eye_x6"])
+    with pytest.raises(SystemExit):  # a config that pools nothing
+        pool_instances.main(["--config", "lite0_taps"])

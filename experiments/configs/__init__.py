@@ -32,7 +32,9 @@ NAMES = ("lite0", "lite2", "ensemble", "lite0_inner", "lite1_inner", "lite2_inne
          "lite0_iie", "lite0_taps", "lite0_iie_taps", "lite1_taps", "lite2_taps", "ensemble_taps",
          "lite0_taps_osie", "lite1_taps_osie", "lite2_taps_osie", "ensemble_taps_osie",
          "lite0_taps_osie_x3", "lite1_taps_osie_x3", "lite2_taps_osie_x3", "ensemble_taps_osie_x3",
-         "lite0_taps_osie_eye_x3", "lite1_taps_osie_eye_x3", "lite2_taps_osie_eye_x3", "ensemble_taps_osie_eye_x3")
+         "lite0_taps_osie_eye_x3", "lite1_taps_osie_eye_x3", "lite2_taps_osie_eye_x3", "ensemble_taps_osie_eye_x3",
+         "lite0_taps_osie_eye_x3b", "lite1_taps_osie_eye_x3b", "lite2_taps_osie_eye_x3b",
+         "lite0_taps_osie_eye_x6", "lite1_taps_osie_eye_x6", "lite2_taps_osie_eye_x6", "ensemble_taps_osie_eye_x6")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +48,8 @@ class Experiment:
       folds: crossvalidation folds over the images.
       fold_seed: seed of the split of images into folds.
       workdir: where the run writes (``--workdir`` default).
-      members: for an ensemble, the names of the configurations whose runs it averages.
+      members: for an ensemble, the names of the configurations whose runs it averages; for a pool
+        (`experiments.pool_instances`), those of the runs of this configuration whose instances it pools.
       stopping: the part each fold stops on (`crossvalidation.fold_split`): "inner" (honest) or
         "heldout" (the protocol of the figures published before the choice existed).
       seeds: readout instances per fold (averaged in probability).

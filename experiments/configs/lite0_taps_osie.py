@@ -16,17 +16,18 @@ from pathlib import Path
 from experiments.configs import Experiment, get
 
 
-def pretrained_on_osie(base: str, instances: int = 1, fixations: str = "mouse") -> Experiment:
+def pretrained_on_osie(base: str, instances: int = 1, fixations: str = "mouse", first_seed: int = 0) -> Experiment:
     """Configuration ``base`` with each fold's readout starting from ``runs/pretrain_osie_<base>/model.npz``
     (made by `experiments.pretrain_osie` with ``--config <base>``), into ``runs/crossval_<base>_osie``.
 
-    With ``instances`` > 1, that many readout instances per fold, instance i > 0 starting from
-    ``runs/pretrain_osie_<base>_seed<i>/model.npz`` (the same pretraining with ``--init-seed <i>``), into
-    ``runs/crossval_<base>_osie_x<instances>``. With ``fixations`` other than "mouse" (the pretraining's
-    ``--fixations``), the pretrainings are ``runs/pretrain_osie_<fixations>_<base>...`` and the workdir
-    ``runs/crossval_<base>_osie_<fixations>...``."""
+    With ``instances`` > 1, that many readout instances per fold, instance i starting from the pretraining
+    with ``--init-seed <first_seed + i>``, ``runs/pretrain_osie_<base>_seed<first_seed + i>/model.npz`` (seed 0:
+    ``runs/pretrain_osie_<base>/model.npz``), into ``runs/crossval_<base>_osie_x<instances>``. With ``fixations``
+    other than "mouse" (the pretraining's ``--fixations``), the pretrainings are
+    ``runs/pretrain_osie_<fixations>_<base>...`` and the workdir ``runs/crossval_<base>_osie_<fixations>...``."""
     tag = "" if fixations == "mouse" else f"_{fixations}"
-    inits = tuple(Path(f"runs/pretrain_osie{tag}_{base}{f'_seed{i}' if i else ''}/model.npz") for i in range(instances))
+    seeds = range(first_seed, first_seed + instances)
+    inits = tuple(Path(f"runs/pretrain_osie{tag}_{base}{f'_seed{i}' if i else ''}/model.npz") for i in seeds)
     suffix = f"_x{instances}" if instances > 1 else ""
     return dataclasses.replace(get(base), workdir=Path(f"runs/crossval_{base}_osie{tag}{suffix}"), seeds=instances,
                                init=inits[0] if instances == 1 else inits)

@@ -305,10 +305,12 @@ def write_heldout_maps(
     write_heldout(fold_dir, heldout, mixture_grids(config, variables, grids, uniform_grids(log_cbs)), HELDOUT_NO_CB)
 
 
-def stopping_record(setup: FoldSetup, data: FoldData, config: ModelConfig, variables: Sequence[dict]) -> dict:
-    """The fold's stopping part, its image counts and the saved model's NLL on the stopping images (bits/fix)."""
-    split = setup.split
-    grids, log_cbs = image_inputs(setup.template, data, config.cell, split.stop)
+def stopping_record(
+    split: FoldSplit, template: np.ndarray, data: FoldData, config: ModelConfig, variables: Sequence[dict]
+) -> dict:
+    """The fold's stopping part, its image counts and the NLL on the stopping images (bits/fix) of the instances
+    ``variables`` averaged in probability, with the fold's centre bias ``template``."""
+    grids, log_cbs = image_inputs(template, data, config.cell, split.stop)
     stop_nll = nll_bits(mixture_grids(config, variables, grids, log_cbs), data.fixations, split.stop, config.cell)
     return {"stopping_part": split.stop_part, "stopping_nll_bits": stop_nll, "num_train_images": len(split.train),
             "num_stopping_images": len(split.stop)}
@@ -327,7 +329,7 @@ def write_fold(
                fold_dir / "model.npz")
     histories = [training.history(state) for state in states]
     history = {**histories[0], "epochs": int(states[0].epoch), "setup_s": setup.setup_s, **timing,
-               **stopping_record(setup, data, config, variables),
+               **stopping_record(setup.split, setup.template, data, config, variables),
                "centerbias": {"bandwidth_rel": setup.centerbias.bandwidth, "uniform_weight": setup.centerbias.uniform_weight}}
     if len(states) > 1:
         history["instances"] = [{**h, "epochs": int(s.epoch)} for h, s in zip(histories, states)]
@@ -336,12 +338,17 @@ def write_fold(
     mark_done(fold_dir, FOLD_OUTPUTS)
 
 
+def instance_variables(model: DeepGazeParams) -> list[dict]:
+    """The head variables of each of ``model``'s components (readout instances), without the mixture axis."""
+    return [jax.tree_util.tree_map(lambda x, m=m: x[m], model.head) for m in range(model.num_components)]
+
+
 def add_no_centerbias(workdir: Path, split: FoldSplit, data: FoldData, config: ModelConfig) -> None:
     """Writes ``heldout_no_cb.npz`` of a fold finished before it existed, from its saved model, and adds it
     to the fold's ``done.json``."""
     fold_dir = workdir / f"fold_{split.fold}"
     model = load_model(fold_dir / "model.npz", backbone_weights={})
-    variables = [jax.tree_util.tree_map(lambda x, m=m: x[m], model.head) for m in range(model.num_components)]
+    variables = instance_variables(model)
     grids, log_cbs = image_inputs(np.asarray(model.centerbias), data, config.cell, split.heldout)
     write_heldout(fold_dir, split.heldout, mixture_grids(config, variables, grids, uniform_grids(log_cbs)), HELDOUT_NO_CB)
     mark_done(fold_dir, (*done_outputs(workdir, split.fold), HELDOUT_NO_CB))

@@ -60,6 +60,20 @@ def load_init(path: str | os.PathLike, config: ModelConfig) -> DeepGazeParams:
     return init
 
 
+def fold_data(
+    dataset: Dataset, config: ModelConfig, cache_dir: str | os.PathLike, mode: Mode = "paper",
+    log: Callable[[str], None] = logger.info,
+) -> tuple[crossvalidation.FoldData, float]:
+    """``dataset``'s feature grids of ``config`` (from the feature cache in ``cache_dir``, built where missing) and
+    its fixations, both in the working space of ``mode``; and the seconds the grids took."""
+    images, fixations = datasets.to_working_space(dataset, mode=mode)
+    started = time.time()
+    grids = cached_feature_grids(images, config, config.get_backbone().load_weights(), cache_dir)
+    cache_s = time.time() - started
+    log(f"feature grids ready in {cache_s:.0f} s: {len(grids)} x {grids[0].shape} {grids[0].dtype}")
+    return crossvalidation.FoldData(grids, fixations), cache_s
+
+
 def write_report(
     workdir: Path, dataset: Dataset, fixations, cell: int, num_folds: int, seed: int, title: str,
     mode: Mode = "paper", fit_cache_dir: str | os.PathLike | None = None, **extra,
@@ -118,19 +132,14 @@ def crossvalidate_dataset(
         raise ValueError(f"--folds must be between 2 and the number of images ({len(dataset)}), got {num_folds}")
     workdir = Path(workdir)
     started = time.time()
-    images, fixations = datasets.to_working_space(dataset, mode=mode)
-    t = time.time()
-    grids = cached_feature_grids(images, config, config.get_backbone().load_weights(), cache_dir)
-    cache_s = time.time() - t
-    log(f"feature grids ready in {cache_s:.0f} s: {len(grids)} x {grids[0].shape} {grids[0].dtype}")
-    del images
+    data, cache_s = fold_data(dataset, config, cache_dir, mode, log)
     fits = Path(cache_dir) / fit_cache.SUBDIR
     mixture = crossvalidation.run_crossvalidation(
-        crossvalidation.FoldData(grids, fixations), config, train_config, workdir,
+        data, config, train_config, workdir,
         num_folds=num_folds, seed=fold_seed, init=init, log=log, fit_cache_dir=fits, **options,
     )
     report = write_report(
-        workdir, dataset, fixations, config.cell, num_folds, fold_seed, title, mode=mode,
+        workdir, dataset, data.fixations, config.cell, num_folds, fold_seed, title, mode=mode,
         command=command or {}, cache_s=cache_s, total_s=time.time() - started, fit_cache_dir=fits,
     )
     return mixture, report

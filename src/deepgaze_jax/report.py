@@ -117,7 +117,11 @@ def _sauc_no_centerbias(grids: Mapping[int, np.ndarray], fixations: Fixations, c
     return sauc_no_centerbias(lambda i: np.asarray(expand_to_pixels(grids[i], cell)), fixations, progress)
 
 
-HISTORY_KEYS = ("epochs", "best_epoch", "s_per_epoch", "train_s", "stopping_part", "stopping_nll_bits")
+FOLD_COLUMNS = {"epochs": ("epochs", "{}"), "best_epoch": ("best epoch", "{}"), "s_per_epoch": ("s/epoch", "{:.2f}"),
+                "train_s": ("train s", "{:.0f}"), "stopping_part": ("stopping part", "{}"),
+                "stopping_nll_bits": ("stopping-set NLL (bits/fix)", "{:.3f}")}
+"""A fold's training record (its history.json) -> (column head, format) in the report's fold table."""
+HISTORY_KEYS = tuple(FOLD_COLUMNS)
 STOPPING_NOTES = {
     "inner": "Each fold k stopped on part (k + 1) mod folds, one of its training parts, and trained on the "
              "others; the scored part k took no part in training, stopping or its centre bias.",
@@ -180,20 +184,19 @@ def report_markdown(report: dict, title: str) -> str:
         lines.append(row("paper subset (1024x768)", report["paper_subset_1024x768"]))
     for k, s in enumerate(report["folds"]):
         lines.append(row(f"fold {k}", s))
-    if all("epochs" in s for s in report["folds"]):
-        lines += fold_training_table(report["folds"])
+    lines += fold_training_table(report["folds"])
     for figure in report.get("figures", []):
         lines += ["", f"![{figure['caption']}]({figure['file']})"]
     return "\n".join(lines) + "\n"
 
 
 def fold_training_table(folds: list[dict]) -> list[str]:
-    """Markdown lines of the folds' training: epochs, best epoch, timings, and (when recorded) the stopping
-    part and the fold model's NLL on it (bits/fixation)."""
-    stopping = all("stopping_nll_bits" in s for s in folds)
-    extra = " stopping part | stopping-set NLL (bits/fix) |" if stopping else ""
-    lines = ["", "| fold | epochs | best epoch | s/epoch | train s |" + extra, "|---|---|---|---|---|" + "---|" * (2 * stopping)]
+    """Markdown lines of the folds' training: each record of `FOLD_COLUMNS` that every fold has (epochs, best
+    epoch, timings, the stopping part and the fold model's NLL on it, bits/fixation); none if no fold has one."""
+    keys = [key for key in FOLD_COLUMNS if all(key in s for s in folds)]
+    if not keys:
+        return []
+    lines = ["", "| fold | " + " | ".join(FOLD_COLUMNS[k][0] for k in keys) + " |", "|---|" + "---|" * len(keys)]
     for k, s in enumerate(folds):
-        row = f"| {k} | {s['epochs']} | {s['best_epoch']} | {s['s_per_epoch']:.2f} | {s['train_s']:.0f} |"
-        lines.append(row + (f" {s['stopping_part']} | {s['stopping_nll_bits']:.3f} |" if stopping else ""))
+        lines.append(f"| {k} | " + " | ".join(FOLD_COLUMNS[key][1].format(s[key]) for key in keys) + " |")
     return lines

@@ -1,0 +1,21 @@
+"""Six readout instances per fold: the runs `lite0_taps_osie_eye_x3` (eye pretrainings with `--init-seed` 0, 1, 2)
+and `lite0_taps_osie_eye_x3b` (3, 4, 5) pooled (`deepgaze_jax.instance_pool`), nothing trained again.
+
+    python -m experiments.crossval_mit1003 --config lite0_taps_osie_eye_x3    # and --config lite0_taps_osie_eye_x3b
+                                                                          # (pretrainings first: their docstrings)
+    python -m experiments.pool_instances --config lite0_taps_osie_eye_x6
+
+Its model and six inits are those of the pooled runs, so ``crossval_mit1003 --config lite0_taps_osie_eye_x6 --workdir
+OTHER`` would train the same six instances in one run instead (about twice the memory of one of them).
+"""
+
+import dataclasses
+from pathlib import Path
+
+from experiments.configs import Experiment, get
+
+
+def get_config() -> Experiment:
+    first, second = get("lite0_taps_osie_eye_x3"), get("lite0_taps_osie_eye_x3b")
+    return dataclasses.replace(first, workdir=Path("runs/crossval_lite0_taps_osie_eye_x6"), seeds=6,
+                               init=first.init + second.init, members=("lite0_taps_osie_eye_x3", "lite0_taps_osie_eye_x3b"))

@@ -1,0 +1,18 @@
+"""`lite1_taps_osie_eye_x3` with three more instances per fold: each started from an eye pretraining with
+`--init-seed` 3, 4 and 5 (`lite1_taps_osie_eye_x3` has 0, 1, 2). `lite1_taps_osie_eye_x6` pools the two runs
+(`docs/pretrain_osie.md`, "Six pretrained instances per fold", says why and by which rule).
+
+    # the three pretrainings of `lite0_taps_osie_eye_x3b`'s docstring with lite1_taps, then
+    python -m experiments.crossval_mit1003 --config lite1_taps_osie_eye_x3b
+"""
+
+import dataclasses
+from pathlib import Path
+
+from experiments.configs import Experiment
+from experiments.configs.lite0_taps_osie import pretrained_on_osie
+
+
+def get_config() -> Experiment:
+    experiment = pretrained_on_osie("lite1_taps", instances=3, fixations="eye", first_seed=3)
+    return dataclasses.replace(experiment, workdir=Path("runs/crossval_lite1_taps_osie_eye_x3b"))

@@ -1,0 +1,153 @@
+"""Readout instances of several finished crossvalidation runs pooled into one run.
+
+Runs of one configuration whose instances started apart (e.g. two ``--seeds 3`` runs started from
+different pretrainings) are, together, one run with more instances per fold: fold k's model is the
+mixture of the runs' fold-k models (`model.mixture`), so its density is the average in probability
+of all their instances, and each image is still scored by the instances of the fold that never saw
+it. `pool_crossvalidations` writes that run as a crossvalidation working directory like any other
+(``setup.json``, per fold ``model.npz``, held-out maps with and without centre bias, ``history.json``
+with the pooled instances' stopping-set NLL, ``done.json``; ``mixture.npz``), which
+`report.crossval_report` scores and `experiments.ensemble_mit1003` / `experiments.bundle_models`
+take like a trained run. Pooling trains nothing: it costs the held-out and stopping-set predictions.
+
+From the command line: ``python -m experiments.pool_instances RUN_A RUN_B --workdir POOLED`` (MIT1003), or
+``--config lite0_taps_osie_eye_x6``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from deepgaze_jax.crossvalidation import (
+    CENTERBIAS_TEMPLATE_SIZE, FOLD_OUTPUTS, FoldData, FoldSplit, aligned_setups, check_setup, fold_assignment,
+    fold_done, fold_split, instance_variables, mark_done, stopping_record, write_heldout_maps,
+)
+from deepgaze_jax.model import DeepGazeParams, ModelConfig, load_model, mixture, save_model
+
+logger = logging.getLogger(__name__)
+
+POOL_SHARED = ("model_config", "training", "num_folds", "seed", "num_images", "num_fixations", "stopping")
+"""What the pooled runs must share (their ``setup.json``): the same model, training (but for the initialisation
+seed), folds, data and stopping choice."""
+
+
+def shared_fields(setup: dict) -> dict:
+    """The `POOL_SHARED` fields of a run's setup; "training" is its train config without the initialisation seed."""
+    training = {k: v for k, v in setup["train_config"].items() if k != "seed"}
+    return {k: training if k == "training" else setup.get(k) for k in POOL_SHARED}
+
+
+def pooled_setup(members: Sequence[Path]) -> dict:
+    """The ``setup.json`` of the pool of the finished runs ``members``, or an error naming what differs."""
+    setups = aligned_setups(members)
+    first = shared_fields(setups[0])
+    for member, setup in zip(members[1:], setups[1:]):
+        differ = [k for k, v in shared_fields(setup).items() if v != first[k]]
+        if differ:
+            raise ValueError(f"{member} and {members[0]} differ in {differ}: only runs of one configuration pool "
+                             "(for runs of different models, average them with experiments.ensemble_mit1003)")
+    return {**first, "seeds": sum(s.get("seeds", 1) for s in setups), "init_seeds": [s["train_config"]["seed"] for s in setups],
+            "init": [s.get("init") for s in setups], "pooled_from": [str(m) for m in members]}
+
+
+def distinct_instances(model: DeepGazeParams, fold: int) -> None:
+    """Refuses a pooled fold model two of whose instances are the same (runs started from the same init and seed:
+    pooling them would count one model twice)."""
+    variables = [np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(v)]) for v in instance_variables(model)]
+    for i, a in enumerate(variables):
+        for j in range(i + 1, len(variables)):
+            if np.array_equal(a, variables[j]):
+                raise ValueError(f"fold {fold}'s instances {i} and {j} are the same model: were the runs started from "
+                                 "the same pretrained model or the same --init-seed? Pool runs whose instances differ")
+
+
+def same_centerbias(models: Sequence[DeepGazeParams], what: str) -> None:
+    """Refuses models whose centre-bias templates differ (their runs did not see the same fixations)."""
+    first = np.asarray(models[0].centerbias)
+    if any(not np.array_equal(np.asarray(m.centerbias), first) for m in models[1:]):
+        raise ValueError(f"the centre biases of {what} differ: were the runs made on the same data and folds?")
+
+
+def pooled_fold_model(members: Sequence[Path], fold: int) -> DeepGazeParams:
+    """Fold ``fold``'s models of ``members`` as one mixture of all their instances (their centre bias, the same)."""
+    models = [load_model(m / f"fold_{fold}" / "model.npz", backbone_weights={}) for m in members]
+    same_centerbias(models, f"fold {fold}'s models")
+    pooled = mixture(models)
+    distinct_instances(pooled, fold)
+    return pooled
+
+
+def pool_fold(workdir: Path, members: Sequence[Path], split: FoldSplit, data: FoldData, config: ModelConfig) -> dict:
+    """Writes fold ``split.fold`` of the pool (model, held-out maps, history, ``done.json`` last); returns its
+    stopping record (`crossvalidation.stopping_record`) of the pooled instances."""
+    fold_dir = workdir / f"fold_{split.fold}"
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    model = pooled_fold_model(members, split.fold)
+    save_model(model, fold_dir / "model.npz")
+    variables, template = instance_variables(model), np.asarray(model.centerbias)
+    record = stopping_record(split, template, data, config, variables)
+    runs = [json.loads((m / f"fold_{split.fold}" / "history.json").read_text()) for m in members]
+    history = {**record, "pooled_from": [str(m) for m in members], "num_instances": model.num_components,
+               "runs": runs}
+    (fold_dir / "history.json").write_text(json.dumps(history, indent=1))
+    write_heldout_maps(fold_dir, split.heldout, data, config, template, variables)
+    mark_done(fold_dir, FOLD_OUTPUTS)
+    return record
+
+
+def pooled_mixture(members: Sequence[Path], workdir: Path, num_folds: int) -> DeepGazeParams:
+    """The pool's fold models as one mixture with the runs' all-fixation centre bias (``mixture.npz`` of each
+    run, the same), saved as ``workdir/mixture.npz``."""
+    tops = [load_model(m / "mixture.npz", backbone_weights={}) for m in members]
+    same_centerbias(tops, "the runs' mixture.npz")
+    folds = [load_model(workdir / f"fold_{k}" / "model.npz", backbone_weights={}) for k in range(num_folds)]
+    combined = mixture(folds).replace(centerbias=jnp.asarray(tops[0].centerbias))
+    if tuple(combined.centerbias.shape) != CENTERBIAS_TEMPLATE_SIZE:
+        raise ValueError(f"{members[0]}/mixture.npz has a centre bias of shape {combined.centerbias.shape}")
+    save_model(combined, workdir / "mixture.npz")
+    return combined
+
+
+def pool_crossvalidations(
+    member_workdirs: Sequence[str | os.PathLike], workdir: str | os.PathLike, data: FoldData,
+    log: Callable[[str], None] = logger.info,
+) -> DeepGazeParams:
+    """Pools the finished crossvalidation runs ``member_workdirs`` (one configuration, instances started apart)
+    into the run ``workdir`` (module docstring) and returns its mixture (also ``workdir/mixture.npz``).
+
+    ``data`` are the runs' feature grids and fixations (for the held-out and stopping-set predictions).
+    Resumable: finished folds of ``workdir`` are kept. Each fold's log line gives the pooled instances'
+    stopping-set NLL beside each run's (bits/fixation, on a training part).
+    """
+    members = [Path(w) for w in member_workdirs]
+    if len(members) < 2:
+        raise ValueError("pooling needs at least two crossvalidation runs")
+    if len(set(map(os.path.realpath, members))) < len(members):
+        raise ValueError(f"a run is named twice in {[str(m) for m in members]}: its instances would count double")
+    setup = pooled_setup(members)
+    if (setup["num_images"], setup["num_fixations"]) != (data.fixations.num_images, len(data.fixations)):
+        raise ValueError(f"the runs were made on {setup['num_images']} images / {setup['num_fixations']} fixations, "
+                         f"the data given has {data.fixations.num_images} / {len(data.fixations)}")
+    pooled_fold_model(members, 0)  # refuses copies of one run before anything is written
+    workdir = Path(workdir)
+    check_setup(workdir, setup, "pool of runs")
+    config = ModelConfig.from_json(json.dumps(setup["model_config"]))
+    num_folds = setup["num_folds"]
+    folds = fold_assignment(setup["num_images"], num_folds, setup["seed"])
+    for fold in range(num_folds):
+        if fold_done(workdir, fold):
+            log(f"fold {fold}: done, skipping")
+            continue
+        record = pool_fold(workdir, members, fold_split(folds, fold, num_folds, setup["stopping"]), data, config)
+        runs = [json.loads((m / f"fold_{fold}" / "history.json").read_text()).get("stopping_nll_bits") for m in members]
+        log(f"fold {fold}: {setup['seeds']} instances pooled, stopping-set NLL {record['stopping_nll_bits']:.4f} "
+            f"bits/fix (the runs: {', '.join('?' if r is None else f'{r:.4f}' for r in runs)})")
+    return pooled_mixture(members, workdir, num_folds)
