@@ -118,8 +118,11 @@ def heldout_figures(report: dict) -> dict:
 
 
 def made_by(arguments: dict) -> str:
-    """The command line that made a run, from its report's ``command`` (crossval: by config; ensemble: its runs)."""
+    """The command line that made a run, from its report's ``command`` (crossval: by config; ensemble and pool of
+    instances: its runs)."""
     workdir = arguments.get("workdir")
+    if "pool_of" in arguments:
+        return f"python -m experiments.pool_instances {' '.join(arguments['pool_of'])} --workdir {workdir}"
     if "runs" in arguments:
         return f"python -m experiments.ensemble_mit1003 {' '.join(arguments['runs'])} --workdir {workdir}"
     if arguments.get("model_search_candidate"):  # a candidate run of experiments.model_search (inner stopping)

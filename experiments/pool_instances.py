@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"stopping-set NLL {np.mean(stopping):.4f} bits/fix over {len(stopping)} folds")
     title = f"MIT1003 crossvalidation: {config.backbone}, {pooled['seeds']} instances per fold pooled from " + \
         " + ".join(str(run) for run in args.runs)
-    command = {"runs": [str(r) for r in args.runs], "workdir": str(args.workdir), "cache_dir": str(args.cache_dir),
+    command = {"pool_of": [str(r) for r in args.runs], "workdir": str(args.workdir), "cache_dir": str(args.cache_dir),
                "data_dir": None if args.data_dir is None else str(args.data_dir)}
     return write_report(
         args.workdir, dataset, data.fixations, config.cell, pooled["num_folds"], pooled["seed"], title,

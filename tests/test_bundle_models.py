@@ -163,3 +163,5 @@ def test_made_by_gives_back_the_command_with_its_inits():
     many = {**one, "init": ["p0/model.npz", "p1/model.npz"]}
     assert bundle_models.made_by(one) == "python -m experiments.crossval_mit1003 --config lite0_taps_osie --init p/model.npz --workdir w"
     assert bundle_models.made_by(many).endswith("--init p0/model.npz p1/model.npz --workdir w")
+    pool = {"pool_of": ["a", "b"], "workdir": "w", "cache_dir": "c"}
+    assert bundle_models.made_by(pool) == "python -m experiments.pool_instances a b --workdir w"

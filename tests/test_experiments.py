@@ -257,6 +257,7 @@ def test_pool_instances_of_two_crossvalidations(tmp_path, mit_root):
     assert all("stopping_nll_bits" in fold for fold in report["folds"])
     assert load_model(tmp_path / "pool" / "mixture.npz", backbone_weights={}).num_components == 6
     assert "2 instances per fold pooled" in (tmp_path / "pool" / "report.md").read_text()
+    assert report["command"]["pool_of"] == [str(run) for run in runs]
 
 
 def test_pool_instances_says_which_runs_to_make_first(tmp_path, monkeypatch):
