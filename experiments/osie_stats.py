@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import logsumexp
 
+from deepgaze_jax.atomic_file import write_atomic
 from deepgaze_jax.centerbias import fit_bandwidth, fit_center_bias, images_by_size, leave_one_image_out, uniform_log_density
 from deepgaze_jax.data import osie
 from deepgaze_jax.data.datasets import Dataset, paper_sizes
@@ -236,9 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
         "centerbias_fit": {"bandwidth_rel": cb.bandwidth, "uniform_weight": cb.uniform_weight},
     }
     if args.out is not None:
-        tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2))
-        tmp.replace(args.out)
+        write_atomic(args.out, json.dumps(report, indent=2))
     return report
 
 

@@ -3,6 +3,7 @@ import json
 import math
 import struct
 import zipfile
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp

@@ -62,6 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from deepgaze_jax import batched_training, checkpoints, input_pipeline, training
+from deepgaze_jax.atomic_file import atomic_path, write_atomic
 from deepgaze_jax.centerbias import fit_center_bias
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.densities import log_mean_density
@@ -450,9 +451,7 @@ def file_sha256(path: Path) -> str:
 def mark_done(fold_dir: Path, names: Sequence[str]) -> None:
     """Writes ``fold_dir/done.json`` (atomically, last): the SHA-256 of each output in ``names``."""
     digests = {name: file_sha256(fold_dir / name) for name in names}
-    tmp = fold_dir / f"{DONE_NAME}.tmp"
-    tmp.write_text(json.dumps({"sha256": digests}, indent=1))
-    os.replace(tmp, fold_dir / DONE_NAME)
+    write_atomic(fold_dir / DONE_NAME, json.dumps({"sha256": digests}, indent=1))
 
 
 def fold_problem(workdir: Path, fold: int) -> str | None:
@@ -485,10 +484,8 @@ def done_outputs(workdir: Path, fold: int) -> tuple[str, ...]:
 
 def write_heldout(fold_dir: Path, index: Sequence[int], log_densities: Sequence[np.ndarray], name: str = HELDOUT) -> None:
     """Writes ``fold_dir/<name>`` atomically: image indices and their log densities on the density grid."""
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    tmp = fold_dir / f"{Path(name).stem}.tmp.npz"
-    np.savez(tmp, index=np.asarray(index), **{f"image_{int(i)}": h for i, h in zip(index, log_densities)})
-    os.replace(tmp, fold_dir / name)
+    with atomic_path(fold_dir / name, suffix=".npz") as tmp:
+        np.savez(tmp, index=np.asarray(index), **{f"image_{int(i)}": h for i, h in zip(index, log_densities)})
 
 
 def fold_heldout(workdir: Path, fold: int, name: str = HELDOUT) -> dict[int, np.ndarray]:
@@ -556,10 +553,7 @@ def check_setup(workdir: Path, setup: dict, what: str = "crossvalidation run") -
                 f"{workdir} holds a different {what} ({path}); use another --workdir or delete it"
             )
         return
-    workdir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("setup.json.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 def run_crossvalidation(

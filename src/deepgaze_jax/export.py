@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from deepgaze_jax.atomic_file import atomic_path
 
 LEVELS = 256
 
@@ -78,17 +79,8 @@ def hdf5_log_densities(path: str | os.PathLike) -> Iterator[Callable[[str, np.nd
     """
     import h5py
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update({"type": HDF5_TYPE, "version": "1.0", "downscale_factor": 1, "dtype": "float32"})
-            yield lambda name, log_density: f.create_dataset(
-                name, data=np.asarray(log_density, np.float32), compression="gzip"
-            )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path, suffix=".part") as tmp, h5py.File(tmp, "w") as f:
+        f.attrs.update({"type": HDF5_TYPE, "version": "1.0", "downscale_factor": 1, "dtype": "float32"})
+        yield lambda name, log_density: f.create_dataset(
+            name, data=np.asarray(log_density, np.float32), compression="gzip"
+        )

@@ -38,6 +38,7 @@ import ml_dtypes
 import numpy as np
 from tqdm.auto import tqdm
 
+from deepgaze_jax.atomic_file import write_bytes_atomic, write_atomic
 from deepgaze_jax.backbones import _ops
 from deepgaze_jax.model import ModelConfig, feature_grid
 from deepgaze_jax.xla_options import jit
@@ -109,13 +110,6 @@ def _read_index(directory: Path) -> dict:
     if index.get("format") != INDEX_FORMAT:
         raise FeatureCacheError(f"{path} is not a {INDEX_FORMAT} index (format={index.get('format')!r})")
     return index
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -203,11 +197,11 @@ def cached_feature_grids(
                 out = np.asarray(compute(weights, jnp.asarray(batch)))
                 for j, i in enumerate(chunk):
                     data = _npy_bytes(out[j].view(np.uint16))
-                    _write_atomic(directory / f"{keys[i]}.npy", data)
+                    write_bytes_atomic(directory / f"{keys[i]}.npy", data)
                     index["entries"][keys[i]] = {"shape": list(out.shape[1:]), "dtype": dtype, "context": context,
                                                  "sha256": hashlib.sha256(data).hexdigest()}
                     grids[i] = _load_entry(directory, keys[i], index["entries"][keys[i]])
-                _write_atomic(directory / INDEX_NAME, json.dumps(index).encode())
+                write_atomic(directory / INDEX_NAME, json.dumps(index))
                 bar.update(len(chunk))
         bar.close()
     return grids  # type: ignore[return-value]
@@ -222,5 +216,5 @@ def prune(directory: str | os.PathLike, keep: Sequence[str]) -> int:
     for key in removed:
         (directory / f"{key}.npy").unlink(missing_ok=True)
         del index["entries"][key]
-    _write_atomic(directory / INDEX_NAME, json.dumps(index).encode())
+    write_atomic(directory / INDEX_NAME, json.dumps(index))
     return len(removed)

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from deepgaze_jax.atomic_file import atomic_path
 from deepgaze_jax.backbones import Backbone, get_backbone
 from deepgaze_jax.densities import resize_log_density
 from deepgaze_jax.finalizer import Finalizer
@@ -251,10 +252,8 @@ def save_model(params: DeepGazeParams, path: str | os.PathLike) -> None:
     if params.centerbias is not None:
         arrays["centerbias"] = np.asarray(params.centerbias, np.float32)
     meta = json.dumps({"format": MODEL_FORMAT, "config": json.loads(params.config.to_json())})
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, meta=np.frombuffer(meta.encode(), np.uint8), **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, meta=np.frombuffer(meta.encode(), np.uint8), **arrays)
 
 
 def save_head(config: ModelConfig, variables, centerbias, path: str | os.PathLike) -> None:
