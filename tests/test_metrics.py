@@ -225,3 +225,17 @@ def test_shuffled_auc_checks_shapes_and_single_images():
     np.testing.assert_array_equal(metrics.shuffled_auc_per_fixation(maps.__getitem__, alone), [0.5, 0.5])
     with pytest.raises(ValueError, match="empty"):
         metrics.sauc_no_centerbias(maps.__getitem__, fixations.select(np.zeros(3, bool)))
+
+
+def test_scoring_images_on_threads_gives_the_same_numbers():
+    rng = np.random.default_rng(6)
+    sizes = [(12, 16), (16, 12), (12, 16), (10, 10)] * 5
+    fixations, _ = Fixations.create(x=rng.uniform(0, 10, 300), y=rng.uniform(0, 10, 300), n=rng.integers(0, 20, 300),
+                                    image_sizes=sizes)
+    maps = [log_normalize(rng.normal(size=s)) for s in sizes]
+    baseline = [log_normalize(rng.normal(size=s)) for s in sizes]
+    serial, threaded = (metrics.evaluate_log_densities(maps.__getitem__, fixations, baseline.__getitem__,
+                                                       progress=False, workers=w) for w in (1, 3))
+    assert serial.keys() == threaded.keys()
+    for key, value in serial.items():
+        np.testing.assert_array_equal(threaded[key], value)

@@ -26,6 +26,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def gaussian_kernel(sigma: jnp.ndarray, radius: int) -> jnp.ndarray:
@@ -89,8 +90,12 @@ def log_softmax_2d(x: jnp.ndarray) -> jnp.ndarray:
 
 
 def expand_to_pixels(log_density: jnp.ndarray, cell: int) -> jnp.ndarray:
-    """(..., H, W) log density over cells -> (..., H*cell, W*cell) over pixels, exactly normalised."""
-    up = jnp.repeat(jnp.repeat(log_density, cell, axis=-2), cell, axis=-1)
+    """(..., H, W) log density over cells -> (..., H*cell, W*cell) over pixels, exactly normalised.
+
+    A NumPy array in gives a NumPy array out, computed on the host (no device round trip per image when
+    scoring stored maps); anything else (JAX arrays, traced values) stays JAX."""
+    xp = np if isinstance(log_density, np.ndarray) else jnp
+    up = xp.repeat(xp.repeat(log_density, cell, axis=-2), cell, axis=-1)
     return up - 2.0 * math.log(cell)
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from deepgaze_jax.finalizer import expand_to_pixels
 from deepgaze_jax.images import ImageLike, load_working_image, to_rgb_uint8
-from deepgaze_jax.densities import log_mean_density, resize_log_density
+from deepgaze_jax.densities import log_mean_density, log_normalize, resize_log_density
 from deepgaze_jax.input_pipeline import padded_size
 from deepgaze_jax.model import (
     DeepGazeParams, Model, centerbias_on_grid, density_grid_shape, ensemble_members, log_density_grid,
@@ -144,24 +144,32 @@ def predict_density(
     return results[0] if single else results
 
 
+def key_generator(key: jax.Array) -> np.random.Generator:
+    """A NumPy generator seeded by the JAX PRNG ``key`` (raw ``PRNGKey`` or typed key): one key, one stream."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return np.random.default_rng(np.asarray(key, np.uint32).ravel())
+
+
 def sample_fixations(log_density, n: int, key: jax.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Draws ``n`` fixations from an (H, W) log density.
+    """Draws ``n`` fixations from an (H, W) log density (normalised here; any constant offset is fine).
 
     Returns (x, y) float64 arrays in pixel coordinates (`data.fixations` convention: a
-    pixel is chosen with its probability, then a point uniformly inside it).
+    pixel is chosen with its probability, then a point uniformly inside it). The draw is in float64 on
+    the host (inverse CDF: O(H W + n log(H W)), whatever ``n``), reproducible for a given ``key``.
     """
-    log_density = jnp.asarray(log_density, jnp.float32)
+    log_density = np.asarray(log_density, np.float64)
     if log_density.ndim != 2:
         raise ValueError(f"log_density must be (H, W), got shape {log_density.shape}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
+    if not np.all(np.isfinite(log_density) | (log_density == -np.inf)) or np.all(log_density == -np.inf):
+        raise ValueError("log_density must be finite (or -inf where the density is 0) with some mass")
     width = log_density.shape[1]
-    pick, jitter = jax.random.split(key)
-    index = jax.random.categorical(pick, log_density.reshape(-1), shape=(n,))
-    offset = jax.random.uniform(jitter, (n, 2), dtype=jnp.float32)
-    x = np.asarray(index % width, np.float64) + np.asarray(offset[:, 0], np.float64)
-    y = np.asarray(index // width, np.float64) + np.asarray(offset[:, 1], np.float64)
-    return x, y
+    rng = key_generator(key)
+    index = rng.choice(log_density.size, size=n, p=np.exp(log_normalize(log_density)).ravel())
+    offset = rng.random((n, 2))
+    return index % width + offset[:, 0], index // width + offset[:, 1]
 
 
 def predict_density_without_centerbias(

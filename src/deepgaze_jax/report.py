@@ -80,6 +80,7 @@ def crossval_report(
         gold_loglik=baselines.gold_loglik,
         progress=progress,
         desc="held-out",
+        workers=os.cpu_count() or 1,
     )
     if heldout_no_centerbias is not None:
         result.update(_sauc_no_centerbias(heldout_no_centerbias, fixations, cell, progress))
