@@ -53,6 +53,10 @@ def test_every_config_loads_and_names_its_run_command(name):
                                 "runs/pretrain_osie_eye_lite1_taps_seed1/model.npz",
                                 "runs/pretrain_osie_eye_lite1_taps_seed2/model.npz", "--seeds", "3", "--workdir",
                                 "runs/crossval_lite1_taps_osie_eye_x3", "--stopping", "inner"]),
+    ("lite0_taps_osie_eye_x3b", ["--backbone", "efficientnet_lite0", "--taps",
+                                 "block8_depthwise,block10_depthwise,block14_project", "--init",
+                                 *(f"runs/pretrain_osie_eye_lite0_taps_seed{i}/model.npz" for i in (3, 4, 5)),
+                                 "--seeds", "3", "--workdir", "runs/crossval_lite0_taps_osie_eye_x3b", "--stopping", "inner"]),
 ])
 def test_config_equals_the_readme_flags(name, flags):
     by_config, by_flags = crossval_mit1003.parse(["--config", name]), crossval_mit1003.parse(flags)
@@ -139,3 +143,11 @@ def test_init_takes_one_model_per_instance():
     assert args.init == (Path("a.npz"), Path("b.npz"), Path("c.npz")) and not args.no_pretrain
     assert configs.init_argument(args.init) == ["a.npz", "b.npz", "c.npz"]
     assert configs.init_argument(args.init[:1]) == "a.npz"
+
+
+@pytest.mark.parametrize("backbone", ["lite0", "lite1", "lite2"])
+def test_a_pool_config_is_its_two_runs_instances(backbone):
+    pool, runs = configs.get(f"{backbone}_taps_osie_eye_x6"), [configs.get(m) for m in configs.get(f"{backbone}_taps_osie_eye_x6").members]
+    assert [m for m in pool.members] == [f"{backbone}_taps_osie_eye_x3", f"{backbone}_taps_osie_eye_x3b"]
+    assert all(run.model == pool.model and run.training == pool.training for run in runs)
+    assert pool.init == runs[0].init + runs[1].init and pool.seeds == 6 == len(set(pool.init))
