@@ -27,7 +27,7 @@ import numpy as np
 from deepgaze_jax import crossvalidation, fit_cache
 from deepgaze_jax.data import mit1003
 from deepgaze_jax.dataset_training import fold_data, write_report
-from deepgaze_jax.instance_pool import pool_crossvalidations
+from deepgaze_jax.instance_pool import check_pool, pool_crossvalidations
 from deepgaze_jax.model import ModelConfig
 from experiments import configs
 
@@ -63,11 +63,11 @@ def main(argv: list[str] | None = None) -> dict:
     if missing:
         raise SystemExit(f"pool_instances: no finished run in {', '.join(missing)}: run their crossval_mit1003 "
                          "commands first (the pool config's docstring names them)")
-    setup = crossvalidation.read_setup(args.runs[0])
-    config = ModelConfig.from_json(json.dumps(setup["model_config"]))
-    dataset = mit1003.mit1003(args.data_dir)
-    data, cache_s = fold_data(dataset, config, args.cache_dir, log=log)
     try:
+        setup = check_pool(args.runs)
+        config = ModelConfig.from_json(json.dumps(setup["model_config"]))
+        dataset = mit1003.mit1003(args.data_dir)
+        data, cache_s = fold_data(dataset, config, args.cache_dir, log=log)
         pool_crossvalidations(args.runs, args.workdir, data, log=log)
     except ValueError as exc:
         raise SystemExit(f"pool_instances: {exc}") from exc

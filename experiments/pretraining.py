@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from deepgaze_jax import checkpoints, input_pipeline, training
+from deepgaze_jax.atomic_file import write_atomic
 from deepgaze_jax.crossvalidation import CENTERBIAS_TEMPLATE_SIZE, centerbias_grids, check_setup
 from deepgaze_jax.centerbias import fit_center_bias
 from deepgaze_jax.data.fixations import Fixations
@@ -121,7 +122,7 @@ def pretrain(
     save_head(config, state.head_variables(), train.template, path)
     best_nll, centerbias_only = float(state.val_loss[int(state.best_epoch)]), centerbias_nll(stop_groups)
     history = training.history(state) | {"stop_centerbias_nll_nats": centerbias_only, "total_s": time.time() - started}
-    (workdir / "history.json").write_text(json.dumps(history, indent=1))
+    write_atomic(workdir / "history.json", json.dumps(history, indent=1))
     log(f"pretrained readout (best epoch {int(state.best_epoch)}, {stop_name} NLL {best_nll:.4f} nats/fix, "
         f"IG over its centre bias {(centerbias_only - best_nll) / np.log(2):.3f} bits/fix) saved to {path}")
     return path, state

@@ -70,12 +70,13 @@ def test_the_pools_report_lists_the_stopping_set_nll_of_its_instances(runs):
     assert "stopping-set NLL (bits/fix)" in markdown and "best epoch" not in markdown
 
 
-def test_a_pool_resumes_and_redoes_only_an_unfinished_fold(runs, tmp_path):
+def test_a_pool_resumes_and_redoes_only_an_unfinished_fold(runs, tmp_path, monkeypatch):
     data, root = runs
     shutil.copytree(root / "pooled", tmp_path / "pooled")
     (tmp_path / "pooled" / "fold_1" / "heldout.npz").write_bytes(b"truncated")
     lines = []
-    pool_crossvalidations([root / "a", root / "b"], tmp_path / "pooled", data, log=lines.append)
+    monkeypatch.chdir(root)  # the same runs, named relative to another folder
+    pool_crossvalidations(["a", "b"], tmp_path / "pooled", data, log=lines.append)
     assert [line.split(":")[0] for line in lines if "done, skipping" in line] == ["fold 0", "fold 2"]
     assert cv.fold_done(tmp_path / "pooled", 1)
     redone, original = cv.fold_heldout(tmp_path / "pooled", 1), cv.fold_heldout(root / "pooled", 1)
@@ -123,3 +124,27 @@ def test_runs_that_differ_only_in_their_initialisation_seed_pool_but_copies_do_n
         pool_crossvalidations([root / "a", copy], tmp_path / "q", data)
     assert not (tmp_path / "p").exists() and not (tmp_path / "q").exists()
     assert cv.read_setup(root / "pooled")["init_seeds"] == [0, 0]
+
+
+def test_a_pool_whose_runs_maps_disagree_with_its_recomputed_ones_is_refused(runs, tmp_path):
+    data, root = runs
+    changed = tmp_path / "b"
+    shutil.copytree(root / "b", changed)  # as if the features had changed since run b
+    heldout = cv.fold_heldout(changed, 0)
+    cv.write_heldout(changed / "fold_0", sorted(heldout), [heldout[i] + 0.01 for i in sorted(heldout)])
+    cv.mark_done(changed / "fold_0", cv.FOLD_OUTPUTS)
+    with pytest.raises(ValueError, match="feature cache"):
+        pool_crossvalidations([root / "a", changed], tmp_path / "pooled", data)
+    assert not cv.fold_done(tmp_path / "pooled", 0)
+
+
+def test_a_pool_pools_again_with_another_run(runs, finished, tmp_path):
+    data, root = runs
+    third = tmp_path / "c"
+    init = load_model(finished[1] / "fold_2" / "model.npz", backbone_weights={})
+    cv.run_crossvalidation(data, CONFIG, TRAIN, third, num_folds=3, seed=CV_SEED, log=lambda _: None, init=[init])
+    again = pool_crossvalidations([root / "pooled", third], tmp_path / "abc", data, log=lambda _: None)
+    assert again.num_components == 9 and cv.read_setup(tmp_path / "abc")["init_seeds"] == [0, 0, 0]
+    a, b, c, abc = (cv.load_heldout(w, 3) for w in (root / "a", root / "b", third, tmp_path / "abc"))
+    for i in abc:
+        np.testing.assert_allclose(abc[i], np.logaddexp(np.logaddexp(a[i], b[i]), c[i]) - np.log(3), atol=1e-5)

@@ -103,6 +103,21 @@ def test_sample_fixations_follow_the_density():
     assert abs(share - 2 / 3) < 0.04 and all(c in {(1, 2), (3, 5)} for c in cells)
 
 
+def test_sample_fixations_are_reproducible_never_land_on_zero_density_and_refuse_no_mass():
+    log_density = np.array([[-np.inf, np.log(0.5)], [np.log(0.25), np.log(0.25)]])
+    draws = [sample_fixations(log_density, 500, key) for key in (jax.random.PRNGKey(1), jax.random.PRNGKey(1),
+                                                                 jax.random.key(1), jax.random.PRNGKey(2))]
+    for x, y in draws[1:3]:  # the same key (raw or typed) draws the same fixations
+        np.testing.assert_array_equal(x, draws[0][0])
+        np.testing.assert_array_equal(y, draws[0][1])
+    assert not np.array_equal(draws[3][0], draws[0][0])
+    assert not np.any((draws[0][0] < 1) & (draws[0][1] < 1))
+    assert np.all((0 <= draws[0][0]) & (draws[0][0] < 2) & (0 <= draws[0][1]) & (draws[0][1] < 2))
+    for bad in (np.full((2, 2), -np.inf), np.array([[0.0, np.nan]]), np.zeros(4)):
+        with pytest.raises(ValueError):
+            sample_fixations(bad, 3, jax.random.PRNGKey(0))
+
+
 def test_ensembles_average_in_probability(params):
     from deepgaze_jax.densities import log_mean_density
 

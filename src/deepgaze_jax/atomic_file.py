@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 from typing import Iterator
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yields a temporary path beside ``path`` (ending in ``suffix``) to write; on success moves it onto ``path``,
-    on an error removes it, leaving ``path`` as it was. Creates ``path``'s folder if needed."""
+    """Yields a temporary path beside ``path`` (ending in ``suffix``; its name unique to the process and thread) to
+    write; on success moves it onto ``path``, on an error removes it, leaving ``path`` as it was. Creates ``path``'s
+    folder if needed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp{suffix}")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -334,7 +334,7 @@ def write_fold(
                "centerbias": {"bandwidth_rel": setup.centerbias.bandwidth, "uniform_weight": setup.centerbias.uniform_weight}}
     if len(states) > 1:
         history["instances"] = [{**h, "epochs": int(s.epoch)} for h, s in zip(histories, states)]
-    (fold_dir / "history.json").write_text(json.dumps(history, indent=1))
+    write_atomic(fold_dir / "history.json", json.dumps(history, indent=1))
     write_heldout_maps(fold_dir, setup.split.heldout, data, config, setup.template, variables)
     mark_done(fold_dir, FOLD_OUTPUTS)
 

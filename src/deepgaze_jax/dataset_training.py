@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from deepgaze_jax import crossvalidation, fit_cache
+from deepgaze_jax.atomic_file import write_atomic
 from deepgaze_jax.data import datasets
 from deepgaze_jax.data.datasets import Dataset, Mode
 from deepgaze_jax.feature_cache import cached_feature_grids
@@ -93,8 +94,8 @@ def write_report(
     report["figures"] = reports.write_figures(
         workdir, report, lambda i: dataset.load_image(i, size=tuple(sizes[i])), fixations, cell
     )
-    (workdir / "report.json").write_text(json.dumps(report, indent=1))
-    (workdir / "report.md").write_text(reports.report_markdown(report, title))
+    write_atomic(workdir / "report.json", json.dumps(report, indent=1))
+    write_atomic(workdir / "report.md", reports.report_markdown(report, title))
     overall = report["overall"]
     no_cb = f" (without centre bias {overall[SAUC_NO_CENTERBIAS]:.4f})" if SAUC_NO_CENTERBIAS in overall else ""
     logger.info(

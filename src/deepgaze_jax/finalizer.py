@@ -89,7 +89,7 @@ def log_softmax_2d(x: jnp.ndarray) -> jnp.ndarray:
     return jax.nn.log_softmax(x, axis=(-2, -1))
 
 
-def expand_to_pixels(log_density: jnp.ndarray, cell: int) -> jnp.ndarray:
+def expand_to_pixels(log_density: np.ndarray | jnp.ndarray, cell: int) -> np.ndarray | jnp.ndarray:
     """(..., H, W) log density over cells -> (..., H*cell, W*cell) over pixels, exactly normalised.
 
     A NumPy array in gives a NumPy array out, computed on the host (no device round trip per image when

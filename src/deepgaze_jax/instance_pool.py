@@ -25,10 +25,12 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.special import logsumexp
 
+from deepgaze_jax.atomic_file import write_atomic
 from deepgaze_jax.crossvalidation import (
     CENTERBIAS_TEMPLATE_SIZE, FOLD_OUTPUTS, FoldData, FoldSplit, aligned_setups, check_setup, fold_assignment,
-    fold_done, fold_split, instance_variables, mark_done, stopping_record, write_heldout_maps,
+    fold_done, fold_heldout, fold_split, instance_variables, mark_done, stopping_record, write_heldout_maps,
 )
 from deepgaze_jax.model import DeepGazeParams, ModelConfig, load_model, mixture, save_model
 
@@ -40,9 +42,15 @@ seed), folds, data and stopping choice."""
 
 
 def shared_fields(setup: dict) -> dict:
-    """The `POOL_SHARED` fields of a run's setup; "training" is its train config without the initialisation seed."""
-    training = {k: v for k, v in setup["train_config"].items() if k != "seed"}
+    """The `POOL_SHARED` fields of a run's setup (a trained run's or a pool's); "training" is the train config
+    without the initialisation seed."""
+    training = setup.get("training") or {k: v for k, v in setup["train_config"].items() if k != "seed"}
     return {k: training if k == "training" else setup.get(k) for k in POOL_SHARED}
+
+
+def init_seeds(setup: dict) -> list[int]:
+    """The initialisation seeds of a run's instances' runs (one for a trained run; a pool's, all of its runs')."""
+    return setup["init_seeds"] if "init_seeds" in setup else [setup["train_config"]["seed"]]
 
 
 def pooled_setup(members: Sequence[Path]) -> dict:
@@ -54,8 +62,8 @@ def pooled_setup(members: Sequence[Path]) -> dict:
         if differ:
             raise ValueError(f"{member} and {members[0]} differ in {differ}: only runs of one configuration pool "
                              "(for runs of different models, average them with experiments.ensemble_mit1003)")
-    return {**first, "seeds": sum(s.get("seeds", 1) for s in setups), "init_seeds": [s["train_config"]["seed"] for s in setups],
-            "init": [s.get("init") for s in setups], "pooled_from": [str(m) for m in members]}
+    return {**first, "seeds": sum(s.get("seeds", 1) for s in setups), "init_seeds": sum(map(init_seeds, setups), []),
+            "init": [s.get("init") for s in setups], "pooled_from": [os.path.realpath(m) for m in members]}
 
 
 def distinct_instances(model: DeepGazeParams, fold: int) -> None:
@@ -69,11 +77,17 @@ def distinct_instances(model: DeepGazeParams, fold: int) -> None:
                                  "the same pretrained model or the same --init-seed? Pool runs whose instances differ")
 
 
+CENTERBIAS_ATOL = 1e-5
+"""How far (nats) the pooled runs' centre-bias templates may differ: float noise of the same fit, not another fit."""
+
+
 def same_centerbias(models: Sequence[DeepGazeParams], what: str) -> None:
-    """Refuses models whose centre-bias templates differ (their runs did not see the same fixations)."""
+    """Refuses models whose centre-bias templates differ by more than `CENTERBIAS_ATOL` (the first one's is kept)."""
     first = np.asarray(models[0].centerbias)
-    if any(not np.array_equal(np.asarray(m.centerbias), first) for m in models[1:]):
-        raise ValueError(f"the centre biases of {what} differ: were the runs made on the same data and folds?")
+    gap = max(float(np.max(np.abs(np.asarray(m.centerbias) - first))) for m in models[1:])
+    if not gap <= CENTERBIAS_ATOL:
+        raise ValueError(f"the centre biases of {what} differ by up to {gap:.3g} nats: runs made on other fixations, "
+                         "folds or centre-bias code do not pool")
 
 
 def pooled_fold_model(members: Sequence[Path], fold: int) -> DeepGazeParams:
@@ -95,12 +109,31 @@ def pool_fold(workdir: Path, members: Sequence[Path], split: FoldSplit, data: Fo
     variables, template = instance_variables(model), np.asarray(model.centerbias)
     record = stopping_record(split, template, data, config, variables)
     runs = [json.loads((m / f"fold_{split.fold}" / "history.json").read_text()) for m in members]
-    history = {**record, "pooled_from": [str(m) for m in members], "num_instances": model.num_components,
+    history = {**record, "pooled_from": [os.path.realpath(m) for m in members], "num_instances": model.num_components,
                "runs": runs}
-    (fold_dir / "history.json").write_text(json.dumps(history, indent=1))
+    write_atomic(fold_dir / "history.json", json.dumps(history, indent=1))
     write_heldout_maps(fold_dir, split.heldout, data, config, template, variables)
+    check_heldout(workdir, members, split.fold)
     mark_done(fold_dir, FOLD_OUTPUTS)
     return record
+
+
+HELDOUT_ATOL = 1e-3
+"""How far (nats) a pool's recomputed held-out log densities may be from its runs' stored ones averaged in
+probability: float32 rounding, not another feature cache or model code."""
+
+
+def check_heldout(workdir: Path, members: Sequence[Path], fold: int) -> None:
+    """Refuses a pool fold whose recomputed held-out maps are not its runs' stored maps averaged in probability
+    (weighted by their instance counts): the features or the code changed since the runs."""
+    weights = np.log([load_model(m / f"fold_{fold}" / "model.npz", backbone_weights={}).num_components for m in members])
+    stored = [fold_heldout(m, fold) for m in members]
+    for i, got in fold_heldout(workdir, fold).items():
+        want = logsumexp([w + s[i] for w, s in zip(weights, stored)], axis=0) - logsumexp(weights)
+        gap = float(np.max(np.abs(got - want)))
+        if not gap <= HELDOUT_ATOL:
+            raise ValueError(f"fold {fold}: the pool's held-out map of image {i} is up to {gap:.3g} nats from its runs' "
+                             "stored maps: was the feature cache (--cache-dir) or the model code changed since the runs?")
 
 
 def pooled_mixture(members: Sequence[Path], workdir: Path, num_folds: int) -> DeepGazeParams:
@@ -116,6 +149,22 @@ def pooled_mixture(members: Sequence[Path], workdir: Path, num_folds: int) -> De
     return combined
 
 
+def check_pool(member_workdirs: Sequence[str | os.PathLike]) -> dict:
+    """The setup of the pool of ``member_workdirs``, or an error before any work: fewer than two runs, a run named
+    twice, runs that differ (`pooled_setup`) or are unfinished, copies of one run, a run without ``mixture.npz``."""
+    members = [Path(w) for w in member_workdirs]
+    if len(members) < 2:
+        raise ValueError("pooling needs at least two crossvalidation runs")
+    if len(set(map(os.path.realpath, members))) < len(members):
+        raise ValueError(f"a run is named twice in {[str(m) for m in members]}: its instances would count double")
+    setup = pooled_setup(members)
+    missing = [str(m / "mixture.npz") for m in members if not (m / "mixture.npz").is_file()]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} missing: re-run those runs' crossvalidation commands (no retraining)")
+    pooled_fold_model(members, 0)  # refuses copies of one run
+    return setup
+
+
 def pool_crossvalidations(
     member_workdirs: Sequence[str | os.PathLike], workdir: str | os.PathLike, data: FoldData,
     log: Callable[[str], None] = logger.info,
@@ -128,15 +177,10 @@ def pool_crossvalidations(
     stopping-set NLL beside each run's (bits/fixation, on a training part).
     """
     members = [Path(w) for w in member_workdirs]
-    if len(members) < 2:
-        raise ValueError("pooling needs at least two crossvalidation runs")
-    if len(set(map(os.path.realpath, members))) < len(members):
-        raise ValueError(f"a run is named twice in {[str(m) for m in members]}: its instances would count double")
-    setup = pooled_setup(members)
+    setup = check_pool(members)
     if (setup["num_images"], setup["num_fixations"]) != (data.fixations.num_images, len(data.fixations)):
         raise ValueError(f"the runs were made on {setup['num_images']} images / {setup['num_fixations']} fixations, "
                          f"the data given has {data.fixations.num_images} / {len(data.fixations)}")
-    pooled_fold_model(members, 0)  # refuses copies of one run before anything is written
     workdir = Path(workdir)
     check_setup(workdir, setup, "pool of runs")
     config = ModelConfig.from_json(json.dumps(setup["model_config"]))

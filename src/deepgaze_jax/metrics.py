@@ -17,6 +17,8 @@ The Gaussian KDE behind the empirical maps is `deepgaze_jax.kde`; log-density he
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import os
 
 from typing import Callable
 
@@ -191,6 +193,15 @@ def _negatives_of(cache: dict, fixations: Fixations, size: tuple[int, int], i) -
     return cache[size][0][other], cache[size][1][other]
 
 
+MAX_SCORE_WORKERS = 8
+"""At most this many scoring threads: each holds a few float64 full-size maps, and NumPy's BLAS has its own."""
+
+
+def score_workers() -> int:
+    """Threads for scoring stored maps: the CPU cores this process may use, at most `MAX_SCORE_WORKERS`."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_SCORE_WORKERS))
+
+
 def evaluate_log_densities(
     log_density_fn: LogDensityFn,
     fixations: Fixations,
@@ -209,8 +220,9 @@ def evaluate_log_densities(
       gold_loglik: optional (N,) per-fixation log-likelihoods of the gold standard, nats per
         pixel, for the information gain explained.
       workers: images scored at once, on threads (the scores are NumPy, which releases the GIL in its array
-        loops): for a cheap ``log_density_fn`` (e.g. stored maps), the machine's cores; the results do not
-        depend on it. ``log_density_fn`` and ``baseline_fn`` must then be thread-safe.
+        loops): for a cheap ``log_density_fn`` (e.g. stored maps), `score_workers`; the results do not depend
+        on it. With more than one, ``log_density_fn`` and ``baseline_fn`` must be thread-safe; with one (the
+        default) everything runs on the calling thread.
 
     Returns a flat dict. Scalars: ``ll_bits`` (bits/fixation over uniform, mean over fixations
     as in the paper) and ``ll_bits_imgavg`` (mean of per-image means); ``auc``/``sauc``/``nss``
@@ -250,9 +262,12 @@ def evaluate_log_densities(
 
     per_fix = {k: np.zeros(len(fixations)) for k in ("ll_bits", "auc", "sauc", "nss", "baseline_ll_bits")}
     per_image = {k: np.zeros(len(images)) for k in ("auc_judd", "cc", "kl_nats", "sim")}
-    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
-        scored = tqdm(pool.map(score, range(len(images))), total=len(images), desc=desc, disable=not progress, unit="img")
-        for k, (idx, fix, image) in enumerate(scored):
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            scored = stack.enter_context(concurrent.futures.ThreadPoolExecutor(workers)).map(score, range(len(images)))
+        else:
+            scored = map(score, range(len(images)))
+        for k, (idx, fix, image) in enumerate(tqdm(scored, total=len(images), desc=desc, disable=not progress, unit="img")):
             for key, values in fix.items():
                 per_fix[key][idx] = values
             for key, value in image.items():

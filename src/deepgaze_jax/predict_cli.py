@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from deepgaze_jax.atomic_file import atomic_path
 from deepgaze_jax.model_options import add_model_arguments, models_from_args
 
 DENSITY_SUFFIX = "_log_density.npy"
@@ -99,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         log_density = predict_density(model, image, centerbias=centerbias)
         target = args.out / stem
         target.parent.mkdir(parents=True, exist_ok=True)
-        np.save(target.with_name(target.name + DENSITY_SUFFIX), log_density)
+        with atomic_path(target.with_name(target.name + DENSITY_SUFFIX), suffix=".npy") as tmp:
+            np.save(tmp, log_density)
         if not args.no_png:
             save_overlay(image, log_density, target.with_name(target.name + OVERLAY_SUFFIX))
     print(f"wrote {len(paths) - failures} log densities (nats/pixel, .npy) to {args.out}")

@@ -22,7 +22,7 @@ from deepgaze_jax.baselines import fit_baselines
 from deepgaze_jax.crossvalidation import fold_assignment, load_heldout, read_setup
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.finalizer import expand_to_pixels
-from deepgaze_jax.metrics import SAUC_NO_CENTERBIAS, evaluate_log_densities, sauc_no_centerbias
+from deepgaze_jax.metrics import SAUC_NO_CENTERBIAS, evaluate_log_densities, sauc_no_centerbias, score_workers
 from deepgaze_jax.plotting import plot_ig_scatter, plot_samples
 
 
@@ -80,7 +80,7 @@ def crossval_report(
         gold_loglik=baselines.gold_loglik,
         progress=progress,
         desc="held-out",
-        workers=os.cpu_count() or 1,
+        workers=score_workers(),
     )
     if heldout_no_centerbias is not None:
         result.update(_sauc_no_centerbias(heldout_no_centerbias, fixations, cell, progress))
@@ -193,7 +193,8 @@ def report_markdown(report: dict, title: str) -> str:
 
 def fold_training_table(folds: list[dict]) -> list[str]:
     """Markdown lines of the folds' training: each record of `FOLD_COLUMNS` that every fold has (epochs, best
-    epoch, timings, the stopping part and the fold model's NLL on it, bits/fixation); none if no fold has one."""
+    epoch, timings, the stopping part and the fold model's NLL on it, bits/fixation); no lines if no record is
+    in every fold."""
     keys = [key for key in FOLD_COLUMNS if all(key in s for s in folds)]
     if not keys:
         return []
