@@ -50,7 +50,7 @@ PAPER_SUBSET = "paper_subset_1024x768"
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line; without ``--config``, every config that is not an ensemble."""
+    """The command line; without ``--config``, every config that is not an ensemble or a pool of other runs."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", action="append", choices=configs.NAMES, default=None,
                         help="a candidate (repeat for each); default: every single-model config")
@@ -62,7 +62,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args.config = args.config or [name for name in configs.NAMES if not configs.get(name).members]
     ensembles = [name for name in args.config if configs.get(name).members]
     if ensembles:
-        parser.error(f"{', '.join(ensembles)}: an ensemble of other runs is not a candidate; pass its members")
+        parser.error(f"{', '.join(ensembles)}: an ensemble or pool of other runs is not a candidate; pass its members")
     if len(set(args.config)) < 2 or len(set(args.config)) != len(args.config):
         parser.error("give at least two different --config candidates, each once")
     return args

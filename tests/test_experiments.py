@@ -217,8 +217,10 @@ def test_model_search_candidates_are_single_configs():
                                              "lite0_taps", "lite0_iie_taps", "lite1_taps", "lite2_taps",
                                              "lite0_taps_osie", "lite1_taps_osie", "lite2_taps_osie",
                                              "lite0_taps_osie_x3", "lite1_taps_osie_x3", "lite2_taps_osie_x3",
-                                             "lite0_taps_osie_eye_x3", "lite1_taps_osie_eye_x3", "lite2_taps_osie_eye_x3"]
-    for argv in (["--config", "lite0"], ["--config", "lite0", "--config", "ensemble"], ["--config", "lite0"] * 2):
+                                             "lite0_taps_osie_eye_x3", "lite1_taps_osie_eye_x3", "lite2_taps_osie_eye_x3",
+                                             "lite0_taps_osie_eye_x3b", "lite1_taps_osie_eye_x3b", "lite2_taps_osie_eye_x3b"]
+    for argv in (["--config", "lite0"], ["--config", "lite0", "--config", "ensemble"], ["--config", "lite0"] * 2,
+                 ["--config", "lite0_taps", "--config", "lite0_taps_osie_eye_x6"]):
         with pytest.raises(SystemExit):
             model_search.parse(argv)
 
