@@ -27,22 +27,8 @@ log = logging.getLogger("ensemble_mit1003").info
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line; ``--config`` supplies the member runs and the workdir not given."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="*", type=Path, help="working directories of finished crossval_mit1003 runs")
-    parser.add_argument("--config", choices=configs.NAMES, default=None, help="an ensemble config: its members' runs")
-    parser.add_argument("--data-dir", type=Path, default=None, help="MIT1003 root (default: discovered)")
-    parser.add_argument("--workdir", type=Path, default=None, help="default: the config's, else runs/ensemble")
-    parser.add_argument("--cache-dir", type=Path, default=configs.DEFAULT_CACHE_DIR,
-                        help="the runs' feature cache directory: the baselines' fits are kept in its fits/ folder")
-    args = parser.parse_args(argv)
-    experiment = configs.get(args.config) if args.config else None
-    if experiment is not None and not args.runs:
-        args.runs = [configs.get(member).workdir for member in experiment.members]
-    if not args.runs:
-        parser.error("give the runs' working directories or --config")
-    args.workdir = args.workdir or (experiment.workdir if experiment else Path("runs/ensemble"))
-    return args
+    """The command line (`configs.parse_runs`): the runs, or ``--config`` an ensemble config naming them."""
+    return configs.parse_runs(argv, __doc__, "an ensemble", Path("runs/ensemble"))
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -35,24 +35,8 @@ log = logging.getLogger("pool_instances").info
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line; ``--config`` (a config with ``members``) supplies the runs and the workdir not given."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="*", type=Path, help="working directories of finished crossval_mit1003 runs")
-    parser.add_argument("--config", choices=configs.NAMES, default=None, help="a pool config: the runs it pools")
-    parser.add_argument("--data-dir", type=Path, default=None, help="MIT1003 root (default: discovered)")
-    parser.add_argument("--workdir", type=Path, default=None, help="default: the config's, else runs/pooled")
-    parser.add_argument("--cache-dir", type=Path, default=configs.DEFAULT_CACHE_DIR,
-                        help="the runs' feature cache directory (and the baselines' fits in its fits/ folder)")
-    args = parser.parse_args(argv)
-    experiment = configs.get(args.config) if args.config else None
-    if experiment is not None and not args.runs:
-        if not experiment.members:
-            parser.error(f"--config {args.config} pools no runs (it has no members): give the runs' working directories")
-        args.runs = [configs.get(member).workdir for member in experiment.members]
-    if len(args.runs) < 2:
-        parser.error("give the working directories of at least two runs, or --config")
-    args.workdir = args.workdir or (experiment.workdir if experiment else Path("runs/pooled"))
-    return args
+    """The command line (`configs.parse_runs`): the runs, or ``--config`` a pool config naming them."""
+    return configs.parse_runs(argv, __doc__, "a pool", Path("runs/pooled"))
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -222,6 +222,29 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def parse_runs(argv: list[str] | None, description: str, what: str, default_workdir: Path) -> argparse.Namespace:
+    """The command line of a script over finished ``crossval_mit1003`` runs (an ensemble, a pool): the runs'
+    working directories, or ``--config`` (``what`` config, whose ``members`` name them); ``--data-dir``,
+    ``--workdir`` (default: the config's, else ``default_workdir``) and ``--cache-dir``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="*", type=Path, help="working directories of finished crossval_mit1003 runs")
+    parser.add_argument("--config", choices=NAMES, default=None, help=f"{what} config: the runs of its members")
+    parser.add_argument("--data-dir", type=Path, default=None, help="MIT1003 root (default: discovered)")
+    parser.add_argument("--workdir", type=Path, default=None, help=f"default: the config's, else {default_workdir}")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR,
+                        help="the runs' feature cache directory: the baselines' fits are kept in its fits/ folder")
+    args = parser.parse_args(argv)
+    experiment = get(args.config) if args.config else None
+    if experiment is not None and not args.runs:
+        if not experiment.members:
+            parser.error(f"--config {args.config} names no runs (it has no members): give the runs' working directories")
+        args.runs = [get(member).workdir for member in experiment.members]
+    if len(args.runs) < 2:
+        parser.error("give the working directories of at least two runs, or --config")
+    args.workdir = args.workdir or (experiment.workdir if experiment else default_workdir)
+    return args
+
+
 def setup_logging() -> None:
     """INFO lines with timestamps on stdout (``force``: an imported library may have configured logging)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout, force=True)

@@ -8,7 +8,6 @@
     python -m experiments.crossval_mit1003 --config lite0_taps_osie_eye_x3b
 """
 
-import dataclasses
 from pathlib import Path
 
 from experiments.configs import Experiment
@@ -16,5 +15,5 @@ from experiments.configs.lite0_taps_osie import pretrained_on_osie
 
 
 def get_config() -> Experiment:
-    experiment = pretrained_on_osie("lite0_taps", instances=3, fixations="eye", first_seed=3)
-    return dataclasses.replace(experiment, workdir=Path("runs/crossval_lite0_taps_osie_eye_x3b"))
+    return pretrained_on_osie("lite0_taps", instances=3, fixations="eye", first_seed=3,
+                              workdir=Path("runs/crossval_lite0_taps_osie_eye_x3b"))

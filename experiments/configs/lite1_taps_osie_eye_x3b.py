@@ -6,7 +6,6 @@
     python -m experiments.crossval_mit1003 --config lite1_taps_osie_eye_x3b
 """
 
-import dataclasses
 from pathlib import Path
 
 from experiments.configs import Experiment
@@ -14,5 +13,5 @@ from experiments.configs.lite0_taps_osie import pretrained_on_osie
 
 
 def get_config() -> Experiment:
-    experiment = pretrained_on_osie("lite1_taps", instances=3, fixations="eye", first_seed=3)
-    return dataclasses.replace(experiment, workdir=Path("runs/crossval_lite1_taps_osie_eye_x3b"))
+    return pretrained_on_osie("lite1_taps", instances=3, fixations="eye", first_seed=3,
+                              workdir=Path("runs/crossval_lite1_taps_osie_eye_x3b"))

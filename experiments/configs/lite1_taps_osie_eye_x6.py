@@ -9,13 +9,11 @@ Its model and six inits are those of the pooled runs, so ``crossval_mit1003 --co
 OTHER`` would train the same six instances in one run instead (about twice the memory of one of them).
 """
 
-import dataclasses
 from pathlib import Path
 
-from experiments.configs import Experiment, get
+from experiments.configs import Experiment
+from experiments.configs.lite0_taps_osie import pool_of
 
 
 def get_config() -> Experiment:
-    first, second = get("lite1_taps_osie_eye_x3"), get("lite1_taps_osie_eye_x3b")
-    return dataclasses.replace(first, workdir=Path("runs/crossval_lite1_taps_osie_eye_x6"), seeds=6,
-                               init=first.init + second.init, members=("lite1_taps_osie_eye_x3", "lite1_taps_osie_eye_x3b"))
+    return pool_of("lite1_taps_osie_eye_x3", "lite1_taps_osie_eye_x3b", Path("runs/crossval_lite1_taps_osie_eye_x6"))
