@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
         config = ModelConfig.from_json(json.dumps(setup["model_config"]))
         dataset = mit1003.mit1003(args.data_dir)
         data, cache_s = fold_data(dataset, config, args.cache_dir, log=log)
-        pool_crossvalidations(args.runs, args.workdir, data, log=log)
+        pool_crossvalidations(args.runs, args.workdir, data, log=log, setup=setup)
     except ValueError as exc:
         raise SystemExit(f"pool_instances: {exc}") from exc
     pooled = crossvalidation.read_setup(args.workdir)

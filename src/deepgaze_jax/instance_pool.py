@@ -90,21 +90,22 @@ def same_centerbias(models: Sequence[DeepGazeParams], what: str) -> None:
                          "folds or centre-bias code do not pool")
 
 
-def pooled_fold_model(members: Sequence[Path], fold: int) -> DeepGazeParams:
-    """Fold ``fold``'s models of ``members`` as one mixture of all their instances (their centre bias, the same)."""
+def pooled_fold_model(members: Sequence[Path], fold: int) -> tuple[DeepGazeParams, list[int]]:
+    """Fold ``fold``'s models of ``members`` as one mixture of all their instances (their centre bias, the same),
+    and how many instances each run gave."""
     models = [load_model(m / f"fold_{fold}" / "model.npz", backbone_weights={}) for m in members]
     same_centerbias(models, f"fold {fold}'s models")
     pooled = mixture(models)
     distinct_instances(pooled, fold)
-    return pooled
+    return pooled, [m.num_components for m in models]
 
 
 def pool_fold(workdir: Path, members: Sequence[Path], split: FoldSplit, data: FoldData, config: ModelConfig) -> dict:
     """Writes fold ``split.fold`` of the pool (model, held-out maps, history, ``done.json`` last); returns its
-    stopping record (`crossvalidation.stopping_record`) of the pooled instances."""
+    history: the stopping record (`crossvalidation.stopping_record`) of the pooled instances and the runs' histories."""
     fold_dir = workdir / f"fold_{split.fold}"
     fold_dir.mkdir(parents=True, exist_ok=True)
-    model = pooled_fold_model(members, split.fold)
+    model, counts = pooled_fold_model(members, split.fold)
     save_model(model, fold_dir / "model.npz")
     variables, template = instance_variables(model), np.asarray(model.centerbias)
     record = stopping_record(split, template, data, config, variables)
@@ -113,9 +114,9 @@ def pool_fold(workdir: Path, members: Sequence[Path], split: FoldSplit, data: Fo
                "runs": runs}
     write_atomic(fold_dir / "history.json", json.dumps(history, indent=1))
     write_heldout_maps(fold_dir, split.heldout, data, config, template, variables)
-    check_heldout(workdir, members, split.fold)
+    check_heldout(workdir, members, split.fold, counts)
     mark_done(fold_dir, FOLD_OUTPUTS)
-    return record
+    return history
 
 
 HELDOUT_ATOL = 1e-3
@@ -123,10 +124,10 @@ HELDOUT_ATOL = 1e-3
 probability: float32 rounding, not another feature cache or model code."""
 
 
-def check_heldout(workdir: Path, members: Sequence[Path], fold: int) -> None:
+def check_heldout(workdir: Path, members: Sequence[Path], fold: int, counts: Sequence[int]) -> None:
     """Refuses a pool fold whose recomputed held-out maps are not its runs' stored maps averaged in probability
-    (weighted by their instance counts): the features or the code changed since the runs."""
-    weights = np.log([load_model(m / f"fold_{fold}" / "model.npz", backbone_weights={}).num_components for m in members])
+    (weighted by the runs' instance ``counts``): the features or the code changed since the runs."""
+    weights = np.log(counts)
     stored = [fold_heldout(m, fold) for m in members]
     for i, got in fold_heldout(workdir, fold).items():
         want = logsumexp([w + s[i] for w, s in zip(weights, stored)], axis=0) - logsumexp(weights)
@@ -167,17 +168,18 @@ def check_pool(member_workdirs: Sequence[str | os.PathLike]) -> dict:
 
 def pool_crossvalidations(
     member_workdirs: Sequence[str | os.PathLike], workdir: str | os.PathLike, data: FoldData,
-    log: Callable[[str], None] = logger.info,
+    log: Callable[[str], None] = logger.info, setup: dict | None = None,
 ) -> DeepGazeParams:
     """Pools the finished crossvalidation runs ``member_workdirs`` (one configuration, instances started apart)
     into the run ``workdir`` (module docstring) and returns its mixture (also ``workdir/mixture.npz``).
 
     ``data`` are the runs' feature grids and fixations (for the held-out and stopping-set predictions).
     Resumable: finished folds of ``workdir`` are kept. Each fold's log line gives the pooled instances'
-    stopping-set NLL beside each run's (bits/fixation, on a training part).
+    stopping-set NLL beside each run's (bits/fixation, on a training part). ``setup``: `check_pool`'s of these
+    runs when the caller has checked them already (it hashes every run's outputs), else it is made here.
     """
     members = [Path(w) for w in member_workdirs]
-    setup = check_pool(members)
+    setup = setup or check_pool(members)
     if (setup["num_images"], setup["num_fixations"]) != (data.fixations.num_images, len(data.fixations)):
         raise ValueError(f"the runs were made on {setup['num_images']} images / {setup['num_fixations']} fixations, "
                          f"the data given has {data.fixations.num_images} / {len(data.fixations)}")
@@ -190,8 +192,8 @@ def pool_crossvalidations(
         if fold_done(workdir, fold):
             log(f"fold {fold}: done, skipping")
             continue
-        record = pool_fold(workdir, members, fold_split(folds, fold, num_folds, setup["stopping"]), data, config)
-        runs = [json.loads((m / f"fold_{fold}" / "history.json").read_text()).get("stopping_nll_bits") for m in members]
-        log(f"fold {fold}: {setup['seeds']} instances pooled, stopping-set NLL {record['stopping_nll_bits']:.4f} "
+        history = pool_fold(workdir, members, fold_split(folds, fold, num_folds, setup["stopping"]), data, config)
+        runs = [run.get("stopping_nll_bits") for run in history["runs"]]
+        log(f"fold {fold}: {setup['seeds']} instances pooled, stopping-set NLL {history['stopping_nll_bits']:.4f} "
             f"bits/fix (the runs: {', '.join('?' if r is None else f'{r:.4f}' for r in runs)})")
     return pooled_mixture(members, workdir, num_folds)

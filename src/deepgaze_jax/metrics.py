@@ -19,7 +19,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
-
 from typing import Callable
 
 import numpy as np
