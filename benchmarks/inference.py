@@ -19,12 +19,14 @@ bfloat16 backbone against float32.
 
     python -m benchmarks.inference [--backbones efficientnet_lite0,vgg19] [--batches 1,2,4]
         [--tables speed,recompile,agreement,forward]   (forward: the model alone on device-resident inputs)
-    python -m benchmarks.inference --tables bundled [--models lite0,lite0+lite2] [--costs-out costs.json]
+    python -m benchmarks.inference --tables bundled [--models lite0,lite0+lite2] [--processes 5] [--costs-out costs.json]
 
 ``bundled``: the cost of each bundled model (`model.load_model` names, ensembles included) as
 shipped: ms per 1024x768 image of `predict_density` on one image per call (wall median and
-process CPU time), in a fresh process each; ``--costs-out`` writes them as the JSON that
-``experiments.bundle_models --costs`` puts in the model card.
+process CPU time), in ``--processes`` fresh processes per name (the cost: the median of the
+processes' medians; on the 2-core machines one process's median moved by up to 15% from run to
+run); ``--costs-out`` writes them as the JSON that ``experiments.bundle_models --costs`` puts
+in the model card.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -307,35 +310,52 @@ def missing_bundled(name: str) -> list[str]:
     return [m for m in members if not bundled_model_path(m).is_file()]
 
 
-def bundled_costs(names, repeat: int) -> dict:
-    """{name: `bundled_run` result} for the installed names, each in its own process; the others left out."""
-    return {n: isolated("benchmarks.inference:bundled_run", name=n, repeat=repeat) for n in names if not missing_bundled(n)}
+def bundled_costs(names, repeat: int, processes: int = 1) -> dict:
+    """{name: [`bundled_run` result per process]} for the installed names; the others left out. Each name runs in
+    ``processes`` fresh processes, the names taken in turn (name 1, name 2, ..., name 1, ...) so that a change in
+    the machine's speed while they run falls on every name alike."""
+    installed = [n for n in names if not missing_bundled(n)]
+    results: dict[str, list[dict]] = {n: [] for n in installed}
+    for _ in range(processes):
+        for name in installed:
+            results[name].append(isolated("benchmarks.inference:bundled_run", name=name, repeat=repeat))
+    return results
 
 
-def bundled_table(names, repeat: int, costs_out: Path | None) -> str:
-    """The cost of each bundled name per 1024x768 image; with ``costs_out`` also written as JSON."""
-    results = bundled_costs(names, repeat)
+def process_medians(runs: list[dict]) -> Timing:
+    """The median wall seconds per call of each process's timed calls."""
+    return Timing(tuple(Timing(tuple(r["times"])).median for r in runs))
+
+
+def bundled_table(names, repeat: int, costs_out: Path | None, processes: int = 1) -> str:
+    """The cost of each bundled name per 1024x768 image: the median over ``processes`` fresh processes of each
+    one's median call; with ``costs_out`` also written as JSON."""
+    results = bundled_costs(names, repeat, processes)
     rows = []
     for name in names:
         if name not in results:
             rows.append([name, f"not installed ({', '.join(missing_bundled(name))}): run experiments.bundle_models"]
-                        + ["—"] * 3)
+                        + ["—"] * 4)
             continue
-        r = results[name]
-        timing = Timing(tuple(r["times"]))
-        rows.append([name, " + ".join(SHORT[b] for b in r["backbones"]), timing.seconds(), f"{1e3 * r['cpu_s']:.0f}",
-                     f"{r['peak_rss_mib']:.0f}"])
+        runs = results[name]
+        calls = Timing(tuple(t for r in runs for t in r["times"]))
+        rows.append([name, " + ".join(SHORT[b] for b in runs[0]["backbones"]), process_medians(runs).seconds(),
+                     calls.seconds(), f"{1e3 * statistics.median(r['cpu_s'] for r in runs):.0f}",
+                     f"{max(r['peak_rss_mib'] for r in runs):.0f}"])
     machine = machine_line()
     if costs_out is not None:
-        write_costs(costs_out, {n: 1e3 * Timing(tuple(r["times"])).median for n, r in results.items()},
-                    {n: 1e3 * r["cpu_s"] for n, r in results.items()}, machine)
+        write_costs(costs_out, {n: 1e3 * process_medians(runs).median for n, runs in results.items()},
+                    {n: 1e3 * statistics.median(r["cpu_s"] for r in runs) for n, runs in results.items()}, machine)
     return table(
         f"Cost of the bundled models: predict_density per 1024x768 image ({machine_kind()})",
-        ["name", "backbones", "wall per image, median (range)", "CPU ms per image", "peak RSS MiB"],
+        ["name", "backbones", f"wall per image: median of {processes} processes (range of their medians)",
+         "all calls: median (range)", "CPU ms per image", "peak RSS MiB"],
         rows,
         notes=[f"Machine: {machine}.",
-               f"One random 1024x768 uint8 image per call, {repeat} timed calls after a warm-up call, each name in a "
-               "fresh process; decoding excluded. CPU ms: the process's user + system time over all its threads."],
+               f"One random 1024x768 uint8 image per call, {repeat} timed calls after a warm-up call, in each of "
+               f"{processes} fresh process(es) per name, the names in turn; decoding excluded. The cost is the median "
+               "over the processes of each one's median call. CPU ms: the process's user + system time over all "
+               "its threads (median over the processes)."],
     )
 
 
@@ -456,6 +476,8 @@ def main(argv=None) -> list[str]:
     parser.add_argument("--tables", default="speed,recompile,agreement",
                         help="any of speed, recompile, agreement, forward, bundled")
     parser.add_argument("--models", default=",".join(BUNDLED_NAMES), help="bundled names of the bundled table")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="fresh processes per name in the bundled table (its cost: the median of their medians)")
     parser.add_argument("--costs-out", type=Path, default=None,
                         help="write the bundled table's costs as JSON (for experiments.bundle_models --costs)")
     args = parser.parse_args(argv)
@@ -466,7 +488,7 @@ def main(argv=None) -> list[str]:
         "recompile": recompile_table,
         "agreement": lambda: agreement_table(args.agreement_backbones.split(",")),
         "forward": lambda: forward_table(backbones, batches, args.repeat),
-        "bundled": lambda: bundled_table(args.models.split(","), args.repeat, args.costs_out),
+        "bundled": lambda: bundled_table(args.models.split(","), args.repeat, args.costs_out, args.processes),
     }
     return [makers[name]() for name in args.tables.split(",")]
 

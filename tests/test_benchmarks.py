@@ -41,3 +41,27 @@ def test_loss_subsets_time_a_round_of_b_of_the_k_models():
     rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| ") and "models" not in line]
     assert [int(r[0]) for r in rows] == [3, 1]
     assert all(float(r[2]) > 0 and float(r[1]) >= float(r[2]) for r in rows)  # the first call compiles
+
+
+def test_bundled_costs_take_the_names_in_turn_and_the_median_of_the_process_medians(monkeypatch, tmp_path):
+    import json
+
+    from benchmarks import inference
+
+    calls = []
+    per_call = {"a": [[0.30, 0.10, 0.20], [0.50, 0.40, 0.45], [0.25, 0.26, 0.24]], "b": [[0.1], [0.3], [0.2]]}
+
+    def fake_isolated(target, name, repeat):
+        calls.append(name)
+        times = per_call[name][sum(1 for c in calls if c == name) - 1]
+        return {"times": times, "cpu_s": 2 * times[0], "backbones": ["efficientnet_lite0"], "peak_rss_mib": 500.0}
+
+    monkeypatch.setattr(inference, "isolated", fake_isolated)
+    monkeypatch.setattr(inference, "missing_bundled", lambda name: [])
+    text = inference.bundled_table(["a", "b"], 3, tmp_path / "costs.json", processes=3)
+    assert calls == ["a", "b", "a", "b", "a", "b"]
+    costs = json.loads((tmp_path / "costs.json").read_text())
+    # process medians of a: 0.20, 0.45, 0.25 -> 0.25; of b: 0.1, 0.3, 0.2 -> 0.2
+    assert costs["ms_per_image"] == pytest.approx({"a": 250.0, "b": 200.0})
+    assert costs["cpu_ms_per_image"] == pytest.approx({"a": 600.0, "b": 400.0})  # 2 x the first call: 0.6, 1.0, 0.5
+    assert "median of 3 processes" in text and "250 ms (200-450)" in text

@@ -3,6 +3,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from scipy.ndimage import gaussian_filter
 
 from deepgaze_jax.finalizer import Finalizer, blur, blur_matrix, expand_to_pixels, gaussian_kernel, resize_matrix, upsample_and_blur
@@ -27,6 +28,18 @@ def test_blur_matrix_rows_sum_to_one_and_constant_maps_stay_constant():
     m = np.asarray(blur_matrix(7, jnp.float32(3.0), 10))
     np.testing.assert_allclose(m.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(blur(jnp.full((1, 7, 5), 3.0), jnp.float32(3.0), 10)), 3.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("size, radius", [(1, 3), (2, 3), (5, 2), (7, 10), (24, 48), (96, 48)])
+def test_blur_matrix_equals_the_taps_placed_one_by_one(size, radius):
+    """Each tap k of row i lands on column clip(i + k - radius) (edge replication), added one by one."""
+    sigma = jnp.float32(radius / 2.5)
+    kernel = np.asarray(gaussian_kernel(sigma, radius), np.float64)
+    expected = np.zeros((size, size))
+    for i in range(size):
+        for k in range(2 * radius + 1):
+            expected[i, min(max(i + k - radius, 0), size - 1)] += kernel[k]
+    np.testing.assert_allclose(np.asarray(blur_matrix(size, sigma, radius)), expected, atol=2e-7)
 
 
 def test_sigma_gradient_is_finite_and_nonzero():

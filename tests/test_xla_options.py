@@ -20,12 +20,22 @@ def test_options_follow_the_jaxlib_version_and_the_off_switch(monkeypatch):
     measured = importlib.metadata.version("jaxlib").startswith(xla_options.MEASURED_JAXLIB)
     expected = {xla_options.YNN_OPTION: xla_options.YNN_VALUE} if measured else {}
     assert xla_options.compiler_options() == expected
-    monkeypatch.setattr(importlib.metadata, "version", lambda name: "99.0.0")
+    monkeypatch.setattr(xla_options, "jaxlib_version", lambda: "99.0.0")
+    assert xla_options.compiler_options() == {}
+    monkeypatch.setattr(xla_options, "jaxlib_version", lambda: None)
     assert xla_options.compiler_options() == {}
     monkeypatch.undo()
     for off in ("0", "off", "False"):
         monkeypatch.setenv(xla_options.OFF_SWITCH, off)
         assert xla_options.compiler_options() == {}
+
+
+def test_jaxlib_version_is_looked_up_once(monkeypatch):
+    xla_options.jaxlib_version.cache_clear()
+    calls = []
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: calls.append(name) or "0.10.2")
+    assert [xla_options.jaxlib_version() for _ in range(3)] == ["0.10.2"] * 3 and calls == ["jaxlib"]
+    xla_options.jaxlib_version.cache_clear()
 
 
 def test_top_level_call_compiles_with_the_options_and_matches_plain_jit():

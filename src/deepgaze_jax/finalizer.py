@@ -40,12 +40,21 @@ def blur_matrix(size: int, sigma: jnp.ndarray, radius: int) -> jnp.ndarray:
     """(size, size) matrix applying a 1-D Gaussian blur with edge replication.
 
     Row i holds the kernel taps of output i; taps that fall off the edge are added
-    to the edge entry (replication padding), so every row sums to 1.
+    to the edge entry (replication padding), so every row sums to 1. Built from the
+    (2 radius + 1) taps in O(size²): a band of them, plus each row's taps beyond the
+    first and last entries, summed in advance (`jnp.cumsum`).
     """
     kernel = gaussian_kernel(sigma, radius)
-    offsets = jnp.arange(-radius, radius + 1)
-    source = jnp.clip(jnp.arange(size)[:, None] + offsets[None, :], 0, size - 1)
-    return jnp.einsum("k,ikj->ij", kernel, jax.nn.one_hot(source, size, dtype=kernel.dtype))
+    taps = 2 * radius + 1
+    rows = jnp.arange(size)
+    tap = rows[None, :] - rows[:, None] + radius  # entry (i, j) takes tap j - i + radius
+    band = jnp.where((tap >= 0) & (tap < taps), kernel[jnp.clip(tap, 0, taps - 1)], 0.0)
+    zero = jnp.zeros((1,), kernel.dtype)
+    before = jnp.concatenate([zero, jnp.cumsum(kernel)])  # before[n]: the sum of taps 0 .. n-1
+    after = jnp.concatenate([jnp.cumsum(kernel[::-1])[::-1], zero])  # after[n]: the sum of taps n ..
+    left = before[jnp.clip(radius - rows, 0, taps)]  # taps landing left of entry 0
+    right = after[jnp.clip(radius + size - rows, 0, taps)]  # taps landing right of entry size - 1
+    return band.at[:, 0].add(left).at[:, size - 1].add(right)
 
 
 def blur(x: jnp.ndarray, sigma: jnp.ndarray, radius: int) -> jnp.ndarray:

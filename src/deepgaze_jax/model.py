@@ -36,6 +36,7 @@ from deepgaze_jax.backbones import Backbone, get_backbone
 from deepgaze_jax.densities import resize_log_density
 from deepgaze_jax.finalizer import Finalizer
 from deepgaze_jax.model_io import read_model_file
+from deepgaze_jax.prepared_head import PreparedHead, prepare_head, prepared_log_density
 from deepgaze_jax.readout import PAPER_FEATURES, READOUTS, Readout
 from deepgaze_jax.xla_options import jit
 
@@ -154,11 +155,16 @@ def feature_grid(config: ModelConfig, backbone_weights, images: jnp.ndarray, dty
     taps = config.resolved_taps()
     options = {} if jnp.dtype(dtype) == jnp.float32 else {"dtype": jnp.dtype(dtype)}
     feats = backbone.features(backbone_weights, images.astype(jnp.float32), taps, **options)
-    stride = config.grid_stride()
-    b, h, w = images.shape[0], images.shape[1] // stride, images.shape[2] // stride
+    b, (h, w) = images.shape[0], feature_grid_shape(config, images.shape[1:3])
     return jnp.concatenate(
         [jax.image.resize(feats[t], (b, h, w, feats[t].shape[-1]), "linear") for t in taps], axis=-1
     )
+
+
+def feature_grid_shape(config: ModelConfig, working_shape: Sequence[int]) -> tuple[int, int]:
+    """(h, w) of the feature grid for a working image of ``working_shape`` (its size over the grid stride)."""
+    stride = config.grid_stride()
+    return working_shape[0] // stride, working_shape[1] // stride
 
 
 def density_grid_shape(config: ModelConfig, working_shape: Sequence[int]) -> tuple[int, int]:
@@ -177,9 +183,11 @@ def centerbias_on_grid(template: np.ndarray | None, shape: Sequence[int]) -> np.
 
 
 def head_log_density(config: ModelConfig, head, grid: jnp.ndarray, log_centerbias: jnp.ndarray) -> jnp.ndarray:
-    """Mixture of M heads (leading axis of ``head``) -> (B, H, W) log density on the density grid."""
-    per_component = jax.vmap(lambda v: SaliencyHead(config).apply(v, grid, log_centerbias))(head)
-    return jax.nn.logsumexp(per_component, axis=0) - math.log(per_component.shape[0])
+    """Mixture of M heads (leading axis of ``head``) -> (B, H, W) log density on the density grid: each component
+    `SaliencyHead`'s, averaged in probability (by `prepared_head`, the same maths with the components' first
+    layers as one matmul)."""
+    prepared = prepare_head(config, head, grid.shape[1:3], log_centerbias.shape[-2:])
+    return prepared_log_density(config, prepared, grid, log_centerbias)
 
 
 @functools.partial(jit, static_argnames="backbone_dtype")
@@ -192,6 +200,15 @@ def log_density_grid(
     """
     grid = feature_grid(params.config, params.backbone_weights, images, backbone_dtype)
     return head_log_density(params.config, params.head, grid, log_centerbias)
+
+
+@functools.partial(jit, static_argnames=("config", "backbone_dtype"))
+def prepared_log_density_grid(config: ModelConfig, backbone_weights, prepared: PreparedHead, images: jnp.ndarray,
+                              log_centerbias: jnp.ndarray, backbone_dtype=jnp.float32) -> jnp.ndarray:
+    """`log_density_grid` with the head's parameter-only work done beforehand (`prepared_head.cached_prepare`
+    for ``images``' feature-grid and ``log_centerbias``' density-grid shapes), as `predict_density` runs it."""
+    grid = feature_grid(config, backbone_weights, images, backbone_dtype)
+    return prepared_log_density(config, prepared, grid, log_centerbias)
 
 
 def init_head_variables(config: ModelConfig, key: jax.Array, channels: int | None = None):

@@ -31,9 +31,11 @@ from deepgaze_jax.images import ImageLike, load_working_image, to_rgb_uint8
 from deepgaze_jax.densities import log_mean_density, log_normalize, resize_log_density
 from deepgaze_jax.input_pipeline import padded_size
 from deepgaze_jax.model import (
-    DeepGazeParams, Model, centerbias_on_grid, density_grid_shape, ensemble_members, log_density_grid,
+    DeepGazeParams, Model, centerbias_on_grid, density_grid_shape, ensemble_members, feature_grid_shape,
+    prepared_log_density_grid,
 )
 from deepgaze_jax.model_io import clean_template
+from deepgaze_jax.prepared_head import cached_prepare
 from deepgaze_jax.xla_options import jit
 
 CenterBiasLike = Union[None, str, np.ndarray]
@@ -53,23 +55,26 @@ _expand = jit(expand_to_pixels, static_argnums=1)
 
 
 def _density_grids(params: DeepGazeParams, working: Sequence[np.ndarray], centerbias: CenterBiasLike, batch_size: int,
-                   backbone_dtype) -> list[jax.Array]:
-    """Per working image, the model's log density over its density grid, in batches of one working size."""
+                   backbone_dtype) -> list[np.ndarray]:
+    """Per working image, the model's log density over its density grid, in batches of one working size (the
+    head's parameter-only work done once per working size: `prepared_head.cached_prepare`)."""
     template = _centerbias_template(params, centerbias)
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, w in enumerate(working):
         groups[w.shape[:2]].append(i)
-    results: list[jax.Array | None] = [None] * len(working)
+    results: list[np.ndarray | None] = [None] * len(working)
     for shape, members in groups.items():
         grid_shape = density_grid_shape(params.config, shape)
         log_cb = centerbias_on_grid(template, grid_shape)
+        prepared = cached_prepare(params.config, params.head, feature_grid_shape(params.config, shape), grid_shape)
         for start in range(0, len(members), batch_size):
             chunk = members[start : start + batch_size]
             padded = padded_size(len(chunk), batch_size)
             batch = np.stack([working[i] for i in chunk] + [working[chunk[0]]] * (padded - len(chunk)))
-            out = log_density_grid(
-                params, jnp.asarray(batch), jnp.broadcast_to(log_cb, (padded, *grid_shape)), jnp.dtype(backbone_dtype)
-            )
+            out = np.asarray(prepared_log_density_grid(
+                params.config, params.backbone_weights, prepared, jnp.asarray(batch),
+                jnp.broadcast_to(log_cb, (padded, *grid_shape)), jnp.dtype(backbone_dtype),
+            ))
             for j, i in enumerate(chunk):
                 results[i] = out[j]
     return results

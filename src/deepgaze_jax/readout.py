@@ -45,7 +45,7 @@ not depend on the parameters, so vmapped models share them; no cancellation: `im
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -85,7 +85,7 @@ def _first_layer_params(module: nn.Module, channels: int) -> tuple[jnp.ndarray, 
     return kernel, bias
 
 
-def _grid_matmul(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+def grid_matmul(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     """``x @ kernel`` with float32 accumulation, in bfloat16 for a bfloat16 grid (else float32)."""
     compute = jnp.bfloat16 if x.dtype == jnp.bfloat16 else jnp.float32
     return jnp.dot(x.astype(compute), kernel.astype(compute), preferred_element_type=jnp.float32)
@@ -96,6 +96,34 @@ def inverse_std(std: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(std >= CONSTANT_STD, 1.0 / jnp.maximum(std, CONSTANT_STD), 0.0)
 
 
+def fold_first_layer(kernel: jnp.ndarray, bias: jnp.ndarray, mean: jnp.ndarray, std: jnp.ndarray) -> dict:
+    """The first layer's values that depend on its parameters and statistics only, not on the grid:
+    ``kernel`` (C, F) scaled by `inverse_std` (the standardisation folded in), ``offset`` = mean @ kernel,
+    the unscaled kernel's ``column_sums`` (F,), and ``bias``, ``mean``, ``std`` as given. `first_layer`
+    takes them with ``grid_matmul(x, folded["kernel"])``; computed once, they serve any number of grids
+    (`prepared_head`)."""
+    scaled = kernel * inverse_std(std)[:, None]
+    return {"kernel": scaled, "offset": mean @ scaled, "column_sums": jnp.sum(kernel, axis=0), "bias": bias,
+            "mean": mean, "std": std}
+
+
+def first_layer(kind: str, folded: dict, x: jnp.ndarray, product: jnp.ndarray) -> jnp.ndarray:
+    """(B, h, w, F) output of the first layer of a readout of ``kind`` over the (B, h, w, C) grid ``x``, from
+    `fold_first_layer`'s values and ``product`` = ``grid_matmul(x, folded["kernel"])``: ``"deepgaze2"``
+    standardises by fixed statistics, ``"iie"`` then normalises per image (module docstring)."""
+    if kind != "iie":
+        return product + (folded["bias"] - folded["offset"])
+    mu, sigma = standardized_image_stats(x, folded["mean"], folded["std"])
+    offset = folded["offset"] + mu[:, None] * folded["column_sums"]
+    return (product - offset[:, None, None, :]) / sigma[:, None, None, None] + folded["bias"]
+
+
+def first_layer_module(module: nn.Module, kind: str, x: jnp.ndarray, mean: jnp.ndarray, std: jnp.ndarray) -> jnp.ndarray:
+    """The first layer ``module`` (its parameters: `_first_layer_params`) of a readout of ``kind`` over ``x``."""
+    folded = fold_first_layer(*_first_layer_params(module, x.shape[-1]), mean, std)
+    return first_layer(kind, folded, x, grid_matmul(x, folded["kernel"]))
+
+
 class StandardizedDense(nn.Module):
     """``nn.Dense`` (same parameters and initialisation) over inputs standardised by ``mean``, ``std``."""
 
@@ -103,9 +131,7 @@ class StandardizedDense(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, mean: jnp.ndarray, std: jnp.ndarray) -> jnp.ndarray:
-        kernel, bias = _first_layer_params(self, x.shape[-1])
-        scaled = kernel * inverse_std(std)[:, None]
-        return _grid_matmul(x, scaled) + (bias - mean @ scaled)
+        return first_layer_module(self, "deepgaze2", x, mean, std)
 
 
 def image_moments(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
@@ -142,11 +168,7 @@ class LayerNormedDense(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, mean: jnp.ndarray, std: jnp.ndarray) -> jnp.ndarray:
-        kernel, bias = _first_layer_params(self, x.shape[-1])
-        scaled = kernel * inverse_std(std)[:, None]
-        mu, sigma = standardized_image_stats(x, mean, std)
-        offset = mean @ scaled + mu[:, None] * jnp.sum(kernel, axis=0)
-        return (_grid_matmul(x, scaled) - offset[:, None, None, :]) / sigma[:, None, None, None] + bias
+        return first_layer_module(self, "iie", x, mean, std)
 
 
 def image_layer_norm(x: jnp.ndarray) -> jnp.ndarray:
@@ -154,6 +176,16 @@ def image_layer_norm(x: jnp.ndarray) -> jnp.ndarray:
     mean = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
     var = jnp.mean(jnp.square(x - mean), axis=(1, 2, 3), keepdims=True)
     return (x - mean) / jnp.sqrt(var + LAYER_NORM_EPS)
+
+
+def readout_tail(kind: str, x: jnp.ndarray, layers: Sequence[Callable[[jnp.ndarray], jnp.ndarray]]) -> jnp.ndarray:
+    """(B, h, w) saliency from the (B, h, w, F) first-layer output ``x`` through the later 1x1 ``layers``
+    (each ``x @ kernel + bias``), with the activations (and, for ``"iie"``, the LayerNorms) of ``kind``."""
+    iie = kind == "iie"
+    for layer in layers:
+        x = nn.softplus(x) if iie else nn.relu(x)
+        x = layer(image_layer_norm(x) if iie else x)
+    return x[..., 0]
 
 
 class Readout(nn.Module):
@@ -172,13 +204,9 @@ class Readout(nn.Module):
             raise ValueError(f"unknown readout kind {self.kind!r}; choose one of {', '.join(KINDS)}")
         if not self.features or self.features[-1] != 1:
             raise ValueError(f"the readout must end in 1 channel, got features={tuple(self.features)}")
-        iie = self.kind == "iie"
         channels = grid.shape[-1]
         mean = self.variable("stats", "mean", jnp.zeros, (channels,), jnp.float32)
         std = self.variable("stats", "std", jnp.ones, (channels,), jnp.float32)
-        first = LayerNormedDense if iie else StandardizedDense
+        first = LayerNormedDense if self.kind == "iie" else StandardizedDense
         x = first(self.features[0], name="layer0")(grid, mean.value, std.value)
-        for i, width in enumerate(self.features[1:], 1):
-            x = nn.softplus(x) if iie else nn.relu(x)
-            x = nn.Dense(width, name=f"layer{i}")(image_layer_norm(x) if iie else x)
-        return x[..., 0]
+        return readout_tail(self.kind, x, [nn.Dense(w, name=f"layer{i}") for i, w in enumerate(self.features[1:], 1)])
