@@ -3,8 +3,8 @@
     python -m experiments.bundle_models --runs-dir RUNS      # the `SOURCES` runs, under that folder
     python -m benchmarks.inference --tables bundled --costs-out costs.json
     python -m experiments.bundle_models --runs-dir RUNS --costs costs.json   # + cost, default checked
-    python -m experiments.bundle_models lite0=runs/crossval_lite0_taps_osie_eye_x3 lite2=runs/crossval_lite2_taps_osie_eye_x3 \
-        lite0+lite2=runs/ensemble_lite0_lite2_taps_osie_eye_x3      # only these (with --runs-dir: these as well)
+    python -m experiments.bundle_models lite0=runs/crossval_lite0_taps_osie_eye_x6 lite2=runs/crossval_lite2_taps_osie_eye_x6 \
+        lite0+lite2=runs/ensemble_lite0_lite2_taps_osie_eye_x6      # only these (with --runs-dir: these as well)
     python -m experiments.bundle_models --recost --costs costs.json   # new costs for the installed card
 
 Each ``NAME=WORKDIR`` (default: `SOURCES`, the honest inner-stopping, OSIE-pretrained IIE-taps runs of
@@ -42,15 +42,18 @@ from experiments import configs
 CARD_FORMAT = "deepgaze-jax-model-card-v1"
 CARD_NAME = "model_card.json"
 # bundled name -> the experiment config whose run it is
-SOURCES = {"lite0": "lite0_taps_osie_eye_x3", "lite1": "lite1_taps_osie_eye_x3", "lite2": "lite2_taps_osie_eye_x3",
-           "lite0+lite1+lite2": "ensemble_taps_osie_eye_x3"}
+SOURCES = {"lite0": "lite0_taps_osie_eye_x6", "lite1": "lite1_taps_osie_eye_x6", "lite2": "lite2_taps_osie_eye_x6",
+           "lite0+lite1+lite2": "ensemble_taps_osie_eye_x6"}
 """The OSIE-pretrained IIE-taps runs with three readout instances per fold: the taps `experiments.model_search`
 picked for Lite0 on stopping-set NLL (training parts), carried over to Lite1 and Lite2
 (`efficientnet_lite.Variant.iie_taps`) before their runs; each fold's readout started from one pretrained on OSIE
 (`experiments.pretrain_osie`), chosen over the random start (`*_taps`), and three such instances per fold (three
 pretrainings, `--init-seed` 0, 1, 2) over one (`*_taps_osie`), each time by the mean stopping-set NLL over the
 folds and backbones under a rule fixed before the runs (docs/pretrain_osie.md); and the pretrainings on OSIE's eye
-fixations (``--fixations eye``, `*_taps_osie_eye_x3`) over its mouse data by the same criterion and such a rule."""
+fixations (``--fixations eye``, `*_taps_osie_eye_x3`) over its mouse data by the same criterion and such a rule;
+and six instances per fold (three more pretrainings, `--init-seed` 3, 4, 5, a second three-instance run `*_x3b`
+pooled with the first: `*_taps_osie_eye_x6`) by the same criterion, once the ensemble of them fitted the budget
+(docs/pretrain_osie.md, "costed again")."""
 PREFERRED = "lite0+lite1+lite2"
 BUDGET_MS = 300.0
 DEFAULT_RULE = (

@@ -98,8 +98,8 @@ def refuses_bad_sources(runs: dict, tmp_path: Path) -> None:
 def test_sources_parse_names_and_config_workdirs(tmp_path):
     assert bundle_models.parse(["lite0=a", "lite0+lite1=b"]).sources == {"lite0": Path("a"), "lite0+lite1": Path("b")}
     sources = bundle_models.parse(["--runs-dir", str(tmp_path)]).sources
-    assert sources == {"lite0": tmp_path / "crossval_lite0_taps_osie_eye_x3", "lite1": tmp_path / "crossval_lite1_taps_osie_eye_x3",
-                       "lite2": tmp_path / "crossval_lite2_taps_osie_eye_x3", "lite0+lite1+lite2": tmp_path / "ensemble_taps_osie_eye_x3"}
+    assert sources == {"lite0": tmp_path / "crossval_lite0_taps_osie_eye_x6", "lite1": tmp_path / "crossval_lite1_taps_osie_eye_x6",
+                       "lite2": tmp_path / "crossval_lite2_taps_osie_eye_x6", "lite0+lite1+lite2": tmp_path / "ensemble_taps_osie_eye_x6"}
     both = bundle_models.parse(["lite0+lite2=e", "lite0=a", "--runs-dir", str(tmp_path)]).sources
     assert both == {**sources, "lite0": Path("a"), "lite0+lite2": Path("e")}
     for bad in (["lite9=a"], ["default=a"], ["lite0"], ["lite0="]):
