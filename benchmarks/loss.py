@@ -241,7 +241,7 @@ def subset_rows(config, train_config, groups, data, states, sizes, repeat: int) 
         idx = np.arange(size)
         cost = timed(lambda: jax.block_until_ready(steps.evaluate_some(states.params, states.stats, data, groups, idx)),
                      repeat)
-        rows.append([str(size), f"{cost.first_s:.1f}", f"{cost.wall_s:.2f}", f"{cost.cpu_s:.2f}"])
+        rows.append([str(size), f"{cost.first_s:.1f}", f"{cost.wall_s:.3g}", f"{cost.cpu_s:.3g}"])
     return rows
 
 
