@@ -40,6 +40,17 @@ def test_config_json_round_trip():
     assert ModelConfig.from_json(cfg.to_json()) == cfg
 
 
+@pytest.mark.parametrize("readout", ["paper", "iie", "linear"])
+def test_compiled_head_init_equals_the_flax_init_to_the_bit(readout):
+    config = ModelConfig.for_readout("efficientnet_lite0", readout, taps=("stage5",))
+    key = jax.random.PRNGKey(7)
+    grid = jnp.zeros((1, 2, 2, config.num_channels()), jnp.float32)
+    eager = model_module.SaliencyHead(config).init(key, grid, jnp.zeros((1, 4, 4), jnp.float32))
+    compiled = model_module.init_head_variables(config, key)
+    same = jax.tree_util.tree_map(lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)), eager, compiled)
+    assert all(jax.tree_util.tree_leaves(same))
+
+
 def test_config_resolves_backbone_taps_and_strides(config):
     assert config.resolved_taps() == ("fine", "coarse")
     assert config.grid_stride() == 16 and config.num_channels() == 9
