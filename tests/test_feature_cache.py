@@ -143,3 +143,36 @@ def test_prune_removes_entries_not_kept(tmp_path, setup):
     keep = [fc.entry_key(img, context) for img in images[:2]]
     assert fc.prune(tmp_path, keep) == 3
     assert sorted(p.stem for p in tmp_path.glob("*.npy")) == sorted(keep)
+
+
+def test_index_is_written_once_per_interval_and_an_interrupted_build_keeps_what_it_indexed(tmp_path, setup, monkeypatch):
+    images, weights = setup
+    writes = []
+    real_write = fc.write_atomic
+    monkeypatch.setattr(fc, "write_atomic", lambda path, text: writes.append(path.name) or real_write(path, text))
+    monkeypatch.setattr(fc, "INDEX_WRITE_INTERVAL_S", 1e9)
+    fc.cached_feature_grids(images, CONFIG, weights, tmp_path / "once", batch_size=2, progress=False)
+    assert writes == ["index.json"]  # three batches, one write at the end
+
+    monkeypatch.setattr(fc, "INDEX_WRITE_INTERVAL_S", 0.0)
+    real = fc._jitted_grid
+    calls = []
+
+    def failing_second_batch(config, dtype):
+        compute = real(config, dtype)
+
+        def run(weights, batch):
+            calls.append(len(batch))
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return compute(weights, batch)
+        return run
+
+    monkeypatch.setattr(fc, "_jitted_grid", failing_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        fc.cached_feature_grids(images, CONFIG, weights, tmp_path / "cut", batch_size=2, progress=False)
+    assert len(json.loads((tmp_path / "cut" / "index.json").read_text())["entries"]) == 2
+    monkeypatch.setattr(fc, "_jitted_grid", real)
+    seen = counting(monkeypatch)
+    fc.cached_feature_grids(images, CONFIG, weights, tmp_path / "cut", batch_size=2, progress=False)
+    assert sum(seen) == 4  # the first batch's two images were kept; the rest (padded batches of 2) computed
