@@ -152,7 +152,8 @@ def _probe(pipeline, images, threads: int) -> float:
 def forward_sweep(backbone: str, framework: str, batches: list[int], repeat: int) -> dict:
     """The model alone on device-resident working images, per backbone dtype and batch size (run by `isolated`).
 
-    ``framework`` "jax" (`model.log_density_grid`, backbone in float32 or bfloat16) or
+    ``framework`` "jax" (`model.prepared_log_density_grid` with the head prepared beforehand, as
+    `predict_density` runs it; backbone in float32 or bfloat16) or
     "torch" (`torch_reference.Pipeline.forward`, bfloat16 by autocast). Memory: for JAX the
     compiled program's arguments + outputs + temporaries (``memory_analysis``), for torch the
     CUDA allocator's peak (reset per configuration); nothing on CPU.
@@ -166,16 +167,20 @@ def forward_sweep(backbone: str, framework: str, batches: list[int], repeat: int
         import jax
         import jax.numpy as jnp
 
-        from deepgaze_jax.model import centerbias_on_grid, density_grid_shape, log_density_grid
+        from deepgaze_jax.model import centerbias_on_grid, density_grid_shape, feature_grid_shape, prepared_log_density_grid
+        from deepgaze_jax.prepared_head import prepare_head
 
         device = jax.devices()[0]
         log_cb = centerbias_on_grid(params.centerbias, density_grid_shape(params.config, shape))
+        prepared = prepare_head(params.config, params.head, feature_grid_shape(params.config, shape), log_cb.shape)
         for dtype in DTYPES:
             for batch in batches:
                 x = jax.device_put(np.stack(random_images(batch, shape)))
                 cb = jax.device_put(jnp.broadcast_to(log_cb, (batch, *log_cb.shape)))
-                compiled = log_density_grid.lower(params, x, cb, jnp.dtype(dtype)).compile()
-                timing = measure(lambda: compiled(params, x, cb).block_until_ready(), repeat, warmup=2)
+                compiled = prepared_log_density_grid.lower(params.config, params.backbone_weights, prepared, x, cb,
+                                                           jnp.dtype(dtype)).compile()
+                timing = measure(lambda: compiled(params.backbone_weights, prepared, x, cb).block_until_ready(), repeat,
+                                 warmup=2)
                 m = compiled.memory_analysis()
                 mib = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes) / 2**20 if m else 0.0
                 rows.append({"dtype": dtype, "batch": batch, "times": timing.to_json(), "memory_mib": mib})
@@ -466,6 +471,14 @@ def agreement_table(backbones) -> str:
     )
 
 
+def _positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv=None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", default=",".join(BACKBONES))
@@ -476,7 +489,7 @@ def main(argv=None) -> list[str]:
     parser.add_argument("--tables", default="speed,recompile,agreement",
                         help="any of speed, recompile, agreement, forward, bundled")
     parser.add_argument("--models", default=",".join(BUNDLED_NAMES), help="bundled names of the bundled table")
-    parser.add_argument("--processes", type=int, default=1,
+    parser.add_argument("--processes", type=_positive, default=1,
                         help="fresh processes per name in the bundled table (its cost: the median of their medians)")
     parser.add_argument("--costs-out", type=Path, default=None,
                         help="write the bundled table's costs as JSON (for experiments.bundle_models --costs)")

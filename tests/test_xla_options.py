@@ -34,8 +34,10 @@ def test_jaxlib_version_is_looked_up_once(monkeypatch):
     xla_options.jaxlib_version.cache_clear()
     calls = []
     monkeypatch.setattr(importlib.metadata, "version", lambda name: calls.append(name) or "0.10.2")
-    assert [xla_options.jaxlib_version() for _ in range(3)] == ["0.10.2"] * 3 and calls == ["jaxlib"]
-    xla_options.jaxlib_version.cache_clear()
+    try:
+        assert [xla_options.jaxlib_version() for _ in range(3)] == ["0.10.2"] * 3 and calls == ["jaxlib"]
+    finally:
+        xla_options.jaxlib_version.cache_clear()  # the real version again for the tests after this one
 
 
 def test_top_level_call_compiles_with_the_options_and_matches_plain_jit():

@@ -36,7 +36,6 @@ from deepgaze_jax.model import (
 )
 from deepgaze_jax.model_io import clean_template
 from deepgaze_jax.prepared_head import cached_prepare
-from deepgaze_jax.xla_options import jit
 
 CenterBiasLike = Union[None, str, np.ndarray]
 
@@ -49,9 +48,6 @@ def _centerbias_template(params: DeepGazeParams, centerbias: CenterBiasLike):
             raise ValueError(f"centerbias must be None, 'uniform' or a 2-D log density array, got {centerbias!r}")
         return None
     return clean_template(centerbias)
-
-
-_expand = jit(expand_to_pixels, static_argnums=1)
 
 
 def _density_grids(params: DeepGazeParams, working: Sequence[np.ndarray], centerbias: CenterBiasLike, batch_size: int,
@@ -80,10 +76,10 @@ def _density_grids(params: DeepGazeParams, working: Sequence[np.ndarray], center
     return results
 
 
-def _to_pixels(grid_density: jax.Array, working_shape: tuple[int, int], original: tuple[int, int], cell: int) -> np.ndarray:
-    """A density-grid log density mapped to the image's own H x W (module docstring)."""
+def _to_pixels(grid_density: np.ndarray, working_shape: tuple[int, int], original: tuple[int, int], cell: int) -> np.ndarray:
+    """A density-grid log density mapped to the image's own H x W (module docstring), on the host."""
     if tuple(original) == tuple(working_shape):
-        return np.asarray(_expand(grid_density, cell))
+        return expand_to_pixels(np.asarray(grid_density), cell)
     return resize_log_density(np.asarray(grid_density), original)
 
 

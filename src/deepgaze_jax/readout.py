@@ -96,6 +96,12 @@ def inverse_std(std: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(std >= CONSTANT_STD, 1.0 / jnp.maximum(std, CONSTANT_STD), 0.0)
 
 
+def check_kind(kind: str) -> None:
+    """Raises a ValueError naming the choices unless ``kind`` is one of `KINDS`."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown readout kind {kind!r}; choose one of {', '.join(KINDS)}")
+
+
 def fold_first_layer(kernel: jnp.ndarray, bias: jnp.ndarray, mean: jnp.ndarray, std: jnp.ndarray) -> dict:
     """The first layer's values that depend on its parameters and statistics only, not on the grid:
     ``kernel`` (C, F) scaled by `inverse_std` (the standardisation folded in), ``offset`` = mean @ kernel,
@@ -111,6 +117,7 @@ def first_layer(kind: str, folded: dict, x: jnp.ndarray, product: jnp.ndarray) -
     """(B, h, w, F) output of the first layer of a readout of ``kind`` over the (B, h, w, C) grid ``x``, from
     `fold_first_layer`'s values and ``product`` = ``grid_matmul(x, folded["kernel"])``: ``"deepgaze2"``
     standardises by fixed statistics, ``"iie"`` then normalises per image (module docstring)."""
+    check_kind(kind)
     if kind != "iie":
         return product + (folded["bias"] - folded["offset"])
     mu, sigma = standardized_image_stats(x, folded["mean"], folded["std"])
@@ -181,6 +188,7 @@ def image_layer_norm(x: jnp.ndarray) -> jnp.ndarray:
 def readout_tail(kind: str, x: jnp.ndarray, layers: Sequence[Callable[[jnp.ndarray], jnp.ndarray]]) -> jnp.ndarray:
     """(B, h, w) saliency from the (B, h, w, F) first-layer output ``x`` through the later 1x1 ``layers``
     (each ``x @ kernel + bias``), with the activations (and, for ``"iie"``, the LayerNorms) of ``kind``."""
+    check_kind(kind)
     iie = kind == "iie"
     for layer in layers:
         x = nn.softplus(x) if iie else nn.relu(x)
@@ -200,8 +208,7 @@ class Readout(nn.Module):
 
     @nn.compact
     def __call__(self, grid: jnp.ndarray) -> jnp.ndarray:
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown readout kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        check_kind(self.kind)
         if not self.features or self.features[-1] != 1:
             raise ValueError(f"the readout must end in 1 channel, got features={tuple(self.features)}")
         channels = grid.shape[-1]
