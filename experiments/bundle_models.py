@@ -44,7 +44,7 @@ CARD_NAME = "model_card.json"
 # bundled name -> the experiment config whose run it is
 SOURCES = {"lite0": "lite0_taps_osie_eye_x6", "lite1": "lite1_taps_osie_eye_x6", "lite2": "lite2_taps_osie_eye_x6",
            "lite0+lite1+lite2": "ensemble_taps_osie_eye_x6"}
-"""The OSIE-pretrained IIE-taps runs with three readout instances per fold: the taps `experiments.model_search`
+"""The OSIE-pretrained IIE-taps runs with six readout instances per fold: the taps `experiments.model_search`
 picked for Lite0 on stopping-set NLL (training parts), carried over to Lite1 and Lite2
 (`efficientnet_lite.Variant.iie_taps`) before their runs; each fold's readout started from one pretrained on OSIE
 (`experiments.pretrain_osie`), chosen over the random start (`*_taps`), and three such instances per fold (three
