@@ -25,3 +25,17 @@ def test_stats_from_sums_of_a_subset_equal_feature_stats(data):
         summed = I.stats_from_sums(sums, subset)["readout"]
         for key in ("mean", "std"):
             np.testing.assert_array_equal(np.asarray(direct[key]), np.asarray(summed[key]))
+
+
+def test_stack_padded_stacks_converts_and_pads_in_small_pages():
+    arrays = [np.full((3, 600, 700), i, np.float16) for i in range(4)]  # 5 MB in float32: above NumPy's huge-page size
+    out = I.stack_padded(arrays, [2, 0, 3], 5, np.float32)
+    assert out.dtype == np.float32 and out.shape == (5, 3, 600, 700) and out.flags.writeable
+    np.testing.assert_array_equal(out[:3, 0, 0, 0], [2, 0, 3])
+    assert not out[3:].any()
+    filled = I.stack_padded(arrays, [1, 2], 4, np.float32, fill=0)
+    np.testing.assert_array_equal(filled[:, 1, 2, 3], [1, 2, 1, 1])
+
+
+def test_zeros_in_small_pages_of_no_elements():
+    assert I.zeros_in_small_pages((0, 4), np.float32).shape == (0, 4)
