@@ -33,7 +33,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
-    configs.setup_logging()
+    configs.start_process()
     started = time.time()
 
     setup = crossvalidation.ensemble_crossvalidation(args.runs, args.workdir)

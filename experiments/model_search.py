@@ -180,7 +180,7 @@ def table_markdown(table: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
-    configs.setup_logging()
+    configs.start_process()
     experiments = {name: configs.get(name) for name in args.config}
     try:
         return search(experiments, mit1003.mit1003(args.data_dir), args.workdir, args.cache_dir, args.out)

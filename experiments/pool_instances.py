@@ -41,7 +41,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
-    configs.setup_logging()
+    configs.start_process()
     started = time.time()
     missing = [str(run) for run in args.runs if not (run / "setup.json").is_file()]
     if missing:

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import jax
 
+from deepgaze_jax import compilation_cache
 from deepgaze_jax.backbones import BACKBONES, get_backbone
 from deepgaze_jax.batched_training import DTYPE_HELP, DTYPES
 from deepgaze_jax.crossvalidation import STOPPING, STOPPING_HELP
@@ -204,10 +205,18 @@ def add_stopping_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def start(args: argparse.Namespace) -> None:
-    """Logging, and on ``--distributed`` the multi-host runtime (before any other JAX call)."""
+    """On ``--distributed`` the multi-host runtime (before any other JAX call), then `start_process`."""
     if args.distributed:
         jax.distributed.initialize()
+    start_process()
+
+
+def start_process() -> None:
+    """What every experiment sets up for its process: `setup_logging` and the persistent compilation
+    cache (`compilation_cache.enable`: later runs load the programs that earlier ones compiled)."""
     setup_logging()
+    folder = compilation_cache.enable()
+    logging.getLogger(__name__).info(f"compiled programs kept in {folder}" if folder else "no compilation cache")
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:

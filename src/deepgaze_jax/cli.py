@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from deepgaze_jax import compilation_cache
+
 COMMANDS = {
     "predict": "deepgaze_jax.predict_cli",
     "evaluate": "deepgaze_jax.evaluate_cli",
@@ -29,8 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The program: parses ``argv`` (default ``sys.argv[1:]``) and runs the subcommand."""
+    """The program: parses ``argv`` (default ``sys.argv[1:]``), turns on the persistent compilation cache
+    (`compilation_cache.enable`) and runs the subcommand."""
     args = build_parser().parse_args(argv)
+    compilation_cache.enable()
     return int(args.func(args) or 0)
 
 

@@ -9,6 +9,7 @@
 ``DEEPGAZE_JAX_OSIE``              the OSIE folder (``stimuli/``, ``eye/``, ``mouse_amt/``, ``mouse_lab/``)
 ``DEEPGAZE_JAX_XLA_CPU_YNN``       ``0`` turns off the YNNPACK dots of `xla_options.jit`
 ``DEEPGAZE_JAX_TRAINING_DTYPE``    ``auto`` (default), ``float32`` or ``bfloat16``: what ``--dtype auto`` means
+``DEEPGAZE_JAX_COMPILATION_CACHE`` folder of compiled XLA programs kept between runs, or ``0`` for none
 =================================  ==========================================================
 
 `VARIABLES` lists them with their meaning (the README's settings table mirrors it).
@@ -25,6 +26,7 @@ MIT1003 = PREFIX + "MIT1003"
 OSIE = PREFIX + "OSIE"
 XLA_CPU_YNN = PREFIX + "XLA_CPU_YNN"
 TRAINING_DTYPE = PREFIX + "TRAINING_DTYPE"
+COMPILATION_CACHE = PREFIX + "COMPILATION_CACHE"
 OFF_VALUES = ("0", "false", "no", "off")
 
 
@@ -44,6 +46,8 @@ VARIABLES = {
     XLA_CPU_YNN: "`0` (or off/false/no) turns off the YNNPACK dots that `xla_options.jit` adds on CPU",
     TRAINING_DTYPE: "`auto` (default: bfloat16 on a GPU, float32 on a CPU), `float32` or `bfloat16`: "
                     "the training dtype where `--dtype` / `dtype=` is not given",
+    COMPILATION_CACHE: "folder where the `deepgaze-jax` commands and the experiments keep compiled XLA programs "
+                       "between runs (default `<weights cache>/xla`), or `0` (off/false/no) for none",
 }
 """{variable: what it sets}, every variable read below."""
 
@@ -72,3 +76,11 @@ def ynn_enabled() -> bool:
 def training_dtype_name() -> str:
     """``$DEEPGAZE_JAX_TRAINING_DTYPE`` in lower case, ``"auto"`` when unset (checked by its user)."""
     return (get(TRAINING_DTYPE) or "auto").strip().lower()
+
+
+def compilation_cache_dir() -> Path | None:
+    """``$DEEPGAZE_JAX_COMPILATION_CACHE``, None when it is 0 / off / false / no, else `cache_dir` ``/ "xla"``."""
+    value = get(COMPILATION_CACHE)
+    if value is not None and value.strip().lower() in OFF_VALUES:
+        return None
+    return Path(value) if value is not None else cache_dir() / "xla"
