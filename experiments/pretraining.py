@@ -112,12 +112,11 @@ def pretrain(
     train_groups, stop_groups = part_groups(train, config.cell), part_groups(stop, config.cell)
     stats = input_pipeline.feature_stats(train.grids, range(len(train.grids)))
     state = training.create_train_state(config, train_config, stats)
-    manager = checkpoints.checkpoint_manager(workdir / "checkpoints")
-    state = checkpoints.resume(manager, state, desc, log)
-    log(f"{desc}: training on {len(train.grids)} images, stopping on {len(stop.grids)} ({stop_name})")
-    state = training.fit(state, train_groups, stop_groups, training.make_steps(config, train_config), train_config,
-                         manager, log=log, desc=desc)
-    manager.close()
+    with checkpoints.checkpoint_manager(workdir / "checkpoints") as manager:
+        state = checkpoints.resume(manager, state, desc, log)
+        log(f"{desc}: training on {len(train.grids)} images, stopping on {len(stop.grids)} ({stop_name})")
+        state = training.fit(state, train_groups, stop_groups, training.make_steps(config, train_config), train_config,
+                             manager, log=log, desc=desc)
     path = workdir / "model.npz"
     save_head(config, state.head_variables(), train.template, path)
     best_nll, centerbias_only = float(state.val_loss[int(state.best_epoch)]), centerbias_nll(stop_groups)

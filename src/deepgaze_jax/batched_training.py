@@ -52,7 +52,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from deepgaze_jax import settings
-from deepgaze_jax.checkpoints import save_checkpoint
+from deepgaze_jax.checkpoints import finish_saving, save_checkpoint
 from deepgaze_jax.data.fixations import Fixations
 from deepgaze_jax.input_pipeline import DATA_AXIS, data_mesh, group_by_shape, padded_size, stack_padded
 from deepgaze_jax.likelihood import fixation_counts, log_likelihood_of_logits
@@ -495,7 +495,8 @@ def fit_many(
 ) -> TrainState:
     """Trains the K models of ``states`` until each one's stopping rule fires (or epoch ``stop_at``).
 
-    Checkpoints every epoch; at epoch 0 the initial params are first evaluated. Returns
+    Checkpoints every epoch (written while the next epoch runs, all on disk when it returns); at epoch 0 the
+    initial params are first evaluated. Returns
     the final states; their ``best_params`` are the ones to use.
     """
     states = steps.replicate(states)
@@ -516,6 +517,7 @@ def fit_many(
         for k in np.flatnonzero(was_active & ~active):
             why = ", its line search found no decrease" if failed[k] else ""
             log(f"{names[k]}: stopped after {int(states.epoch[k])} epochs{why} (best epoch {int(states.best_epoch[k])})")
+    finish_saving(manager)
     return states
 
 

@@ -376,11 +376,10 @@ def train_fold(
     states, started, epochs_run = [], time.time(), 0
     for instance in range(seeds):
         state = initial_state(config, train_config, setup, instance)
-        manager = checkpoints.checkpoint_manager(fold_dir / ("checkpoints" if instance == 0 else f"checkpoints_{instance}"))
-        state = checkpoints.resume(manager, state, f"fold {fold}{f' instance {instance}' if instance else ''}", log)
-        before = int(state.epoch)
-        state = training.fit(state, train_groups, stop_groups, steps, fold_config, manager, log=log, desc=f"fold {fold}")
-        manager.close()
+        with checkpoints.checkpoint_manager(fold_dir / ("checkpoints" if instance == 0 else f"checkpoints_{instance}")) as manager:
+            state = checkpoints.resume(manager, state, f"fold {fold}{f' instance {instance}' if instance else ''}", log)
+            before = int(state.epoch)
+            state = training.fit(state, train_groups, stop_groups, steps, fold_config, manager, log=log, desc=f"fold {fold}")
         epochs_run += int(state.epoch) - before
         states.append(state)
     train_s = time.time() - started
@@ -410,13 +409,12 @@ def train_folds_at_once(
         [s.split.stop for s, _ in members], config.cell, dtype=dtype,
     )
     states = batched_training.stack_states([initial_state(config, train_config, s, i) for s, i in members])
-    manager = checkpoints.checkpoint_manager(run_dir / "checkpoints")
-    states = checkpoints.resume(manager, states, run_dir.name, log)
-    log(f"training {len(members)} readouts at once: {', '.join(names)}")
-    started, before = time.time(), int(np.max(np.asarray(states.epoch)))
-    steps = batched_training.make_batched_steps(config, train_config)
-    states = batched_training.fit_many(states, groups, models, steps, train_config, manager, log=log, names=names)
-    manager.close()
+    with checkpoints.checkpoint_manager(run_dir / "checkpoints") as manager:
+        states = checkpoints.resume(manager, states, run_dir.name, log)
+        log(f"training {len(members)} readouts at once: {', '.join(names)}")
+        started, before = time.time(), int(np.max(np.asarray(states.epoch)))
+        steps = batched_training.make_batched_steps(config, train_config)
+        states = batched_training.fit_many(states, groups, models, steps, train_config, manager, log=log, names=names)
     train_s = time.time() - started
     epochs_run = int(np.max(np.asarray(states.epoch))) - before
     timing = {"train_s": train_s, "s_per_epoch": train_s / max(epochs_run, 1), "trained": f"{len(members)} at once"}

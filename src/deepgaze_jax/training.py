@@ -48,7 +48,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
-from deepgaze_jax.checkpoints import save_checkpoint
+from deepgaze_jax.checkpoints import finish_saving, save_checkpoint
 from deepgaze_jax.input_pipeline import DATA_AXIS, ShapeGroup, data_mesh, minibatches
 from deepgaze_jax.likelihood import l2_norm_squared, make_loss_fn
 from deepgaze_jax.linesearch import scale_by_wolfe_linesearch
@@ -302,7 +302,8 @@ def fit(
     log: Callable[[str], None] = logger.info,
     desc: str = "train",
 ) -> TrainState:
-    """Trains until the stopping rule fires (or epoch ``stop_at``), checkpointing every epoch.
+    """Trains until the stopping rule fires (or epoch ``stop_at``), checkpointing every epoch (the files are
+    written while the next epoch runs, and are all on disk when it returns).
 
     ``state`` at epoch 0 is first evaluated (history index 0). Returns the final
     state; its ``best_params`` are the ones to use.
@@ -334,6 +335,7 @@ def fit(
             f" (best epoch {int(state.best_epoch)})"
         )
     bar.close()
+    finish_saving(manager)
     return state
 
 
