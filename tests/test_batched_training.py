@@ -166,21 +166,25 @@ def test_adam_is_refused():
         B.make_batched_steps(CONFIG, T.TrainConfig(optimizer="adam"))
 
 
-def _reference_nll(config, variables, grids, fixations, template, images):
-    """Mean NLL vs uniform (nats/fix) of ``images`` image by image: `reference_readout.iie_reference`, the
-    finalizer and the fixation counts, no pooling, chunking, vmap or custom gradient."""
+@functools.partial(jax.jit, static_argnums=0)
+def _reference_ll(config, variables, grid, counts, log_cb):
+    """(sum of LL vs uniform in nats, fixations) of one image: `reference_readout.iie_reference` and the finalizer."""
     finalizer = Finalizer(cell=config.cell, init_sigma=config.init_sigma, max_sigma=config.max_sigma)
+    saliency = iie_reference({"params": variables["params"]["readout"], "stats": variables["stats"]["readout"]}, grid)
+    log_density = finalizer.apply({"params": variables["params"]["finalizer"]}, saliency, log_cb)
+    return jnp.sum(log_likelihood_per_image(log_density, counts)), jnp.sum(counts)
+
+
+def _reference_nll(config, variables, grids, fixations, template, images):
+    """Mean NLL vs uniform (nats/fix) of ``images`` image by image (`_reference_ll`, compiled once per grid shape):
+    no pooling, chunking, vmap or custom gradient."""
     total, fixations_total = 0.0, 0.0
     for i in images:
-        grid = jnp.asarray(grids[i], jnp.float32)[None]
         shape = B.density_shape(fixations, i, config.cell)
         counts = jnp.asarray(fixation_counts(fixations, [i], shape, config.cell))
         log_cb = jnp.asarray(centerbias_on_grid(template, shape))[None]
-        log_density = finalizer.apply({"params": variables["params"]["finalizer"]},
-                                      iie_reference({"params": variables["params"]["readout"],
-                                                     "stats": variables["stats"]["readout"]}, grid), log_cb)
-        total += jnp.sum(log_likelihood_per_image(log_density, counts))
-        fixations_total += jnp.sum(counts)
+        ll, n = _reference_ll(config, variables, jnp.asarray(grids[i], jnp.float32)[None], counts, log_cb)
+        total, fixations_total = total + ll, fixations_total + n
     return -total / fixations_total
 
 
