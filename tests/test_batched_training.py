@@ -205,8 +205,8 @@ def test_iie_readout_trains_batched_as_the_reference_computes_it(setup):
             np.testing.assert_allclose(float(got), float(expected), rtol=1e-5)
     loss = B.make_model_loss(config, I.data_mesh())
     model = jax.tree_util.tree_map(lambda x: x[0], models)
-    got = jax.grad(lambda p: loss(p, states[0].stats, model.log_centerbias, model.train, model.val, groups)[0])(
-        states[0].params)
+    got = jax.jit(jax.grad(lambda p: loss(p, states[0].stats, model.log_centerbias, model.train, model.val, groups)[0]))(
+        states[0].params)  # jitted: run eagerly, the shard-mapped loss compiled each of its ~1000 ops alone (40 s)
     expected = jax.grad(lambda p: _reference_nll(config, {"params": p, "stats": states[0].stats}, grids, fixations,
                                                  templates[0], trains[0]))(states[0].params)
     for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):

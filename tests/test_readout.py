@@ -72,15 +72,17 @@ def test_iie_readout_equals_layer_norm_and_dense_reference():
     # channels of different offsets and scales, per image different levels
     x = 5.0 + 3.0 * jax.random.normal(jax.random.PRNGKey(4), (3, 5, 6, 12)) * jnp.arange(1, 13)
     x = x * jnp.asarray([1.0, 0.1, 4.0])[:, None, None, None]
-    np.testing.assert_allclose(np.asarray(readout.apply(v, x)), np.asarray(iie_reference(v, x)), rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(np.asarray(jax.jit(readout.apply)(v, x)), np.asarray(jax.jit(iie_reference)(v, x)),
+                               rtol=2e-5, atol=2e-5)
 
 
 def test_iie_readout_is_per_image():
     """Each image is normalised by its own statistics: a batch gives each image's own result."""
     readout, v = _iie_variables(6)
     x = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 5, 6)) + jnp.asarray([0.0, 3.0])[:, None, None, None]
-    together = readout.apply(v, x)
-    alone = jnp.concatenate([readout.apply(v, x[i : i + 1]) for i in range(2)])
+    apply = jax.jit(readout.apply)
+    together = apply(v, x)
+    alone = jnp.concatenate([apply(v, x[i : i + 1]) for i in range(2)])
     np.testing.assert_allclose(np.asarray(together), np.asarray(alone), rtol=1e-5, atol=1e-5)
 
 
@@ -102,9 +104,10 @@ def test_iie_readout_under_vmap_over_parameters_with_a_shared_grid():
     stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *models)
     x = jax.random.normal(jax.random.PRNGKey(5), (2, 4, 6, 9)).astype(jnp.bfloat16)
     batched = jax.jit(jax.vmap(lambda v: readout.apply(v, x)))(stacked)
+    apply = jax.jit(readout.apply)
     for k, v in enumerate(models):
-        np.testing.assert_allclose(np.asarray(batched[k]), np.asarray(readout.apply(v, x)), rtol=1e-5, atol=1e-5)
-    reference = iie_reference(models[1], x.astype(jnp.float32))
+        np.testing.assert_allclose(np.asarray(batched[k]), np.asarray(apply(v, x)), rtol=1e-5, atol=1e-5)
+    reference = jax.jit(iie_reference)(models[1], x.astype(jnp.float32))
     np.testing.assert_allclose(np.asarray(batched[1]), np.asarray(reference), rtol=0.05, atol=0.05)
 
 
@@ -112,8 +115,8 @@ def test_iie_readout_is_finite_on_an_all_zero_grid_with_finite_gradients():
     """Padding rows of a batch are all zero: their output and gradient must stay finite."""
     readout, v = _iie_variables(5)
     x = jnp.zeros((2, 3, 3, 5))
-    grad = jax.grad(lambda p: jnp.sum(readout.apply({"params": p, "stats": v["stats"]}, x)))(v["params"])
-    assert np.all(np.isfinite(np.asarray(readout.apply(v, x))))
+    grad = jax.jit(jax.grad(lambda p: jnp.sum(readout.apply({"params": p, "stats": v["stats"]}, x))))(v["params"])
+    assert np.all(np.isfinite(np.asarray(jax.jit(readout.apply)(v, x))))
     assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree_util.tree_leaves(grad))
 
 
