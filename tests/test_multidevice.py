@@ -1,4 +1,5 @@
-"""Training on 4 (forced host) devices gives the single-device loss, gradient and steps.
+"""Training on 4 (forced host) devices gives the single-device loss, gradient and steps, fold by fold and
+for many readouts at once (`batched_training`, the crossvalidation's default).
 
 Runs in a subprocess: ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` must be set
 before JAX initialises its backend.
@@ -60,10 +61,58 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_four_devices_match_one():
+BATCHED_SCRIPT = textwrap.dedent(
+    """
+    import functools
+    import jax, numpy as np
+    from deepgaze_jax import batched_training as B
+    from deepgaze_jax import input_pipeline as I
+    from deepgaze_jax import training as T
+    from deepgaze_jax.model import centerbias_on_grid
+    from synthetic import CONFIG, make_data
+
+    assert jax.device_count() == 4, jax.devices()
+    grids, _, fixations = make_data(num_images=11)
+    trains, vals = [list(range(9)), list(range(2, 11))], [[9, 10], [0, 1]]
+    centerbias = [functools.partial(centerbias_on_grid, None)] * 2
+    cfg = T.TrainConfig(max_epochs=3)
+    sums = I.feature_sums(grids)
+    states = B.stack_states([T.create_train_state(CONFIG, cfg, I.stats_from_sums(sums, t), key=jax.random.PRNGKey(k))
+                             for k, t in enumerate(trains)])
+    results = {}
+    for n in (1, 4):
+        mesh = I.data_mesh(jax.devices()[:n])
+        groups, models = B.make_pool(grids, fixations, centerbias, trains, vals, CONFIG.cell, mesh=mesh, chunk_images=2)
+        assert all(len(g.grids.sharding.device_set) == n for g in groups)
+        steps = B.make_batched_steps(CONFIG, cfg, mesh)
+        value, val, grad = steps.evaluate_some(states.params, states.stats, models, groups, np.arange(2))
+        final = B.fit_many(states, groups, models, steps, cfg, log=lambda _: None)
+        results[n] = (value, val, grad, final)
+    (v1, w1, g1, s1), (v4, w4, g4, s4) = results[1], results[4]
+    np.testing.assert_allclose(v4, v1, rtol=1e-5)
+    np.testing.assert_allclose(w4, w1, rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(g4), jax.tree_util.tree_leaves(g1)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)  # summed once over the devices, not four times
+    np.testing.assert_allclose(s4.val_loss[:, :4], s1.val_loss[:, :4], rtol=1e-3)
+    assert np.all(np.asarray(s4.val_loss[:, 3]) < np.asarray(s4.val_loss[:, 0]))
+    print("MULTIDEVICE OK")
+    """
+)
+
+
+def run_on_four_devices(script: str) -> None:
+    """Runs ``script`` in a fresh process with 4 forced host devices; it must print MULTIDEVICE OK."""
     tests = Path(__file__).parent
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     env["PYTHONPATH"] = os.pathsep.join([str(tests), str(tests.parent / "src"), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "MULTIDEVICE OK" in proc.stdout
+
+
+def test_four_devices_match_one():
+    run_on_four_devices(SCRIPT)
+
+
+def test_many_readouts_at_once_on_four_devices_match_one():
+    run_on_four_devices(BATCHED_SCRIPT)

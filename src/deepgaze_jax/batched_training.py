@@ -260,22 +260,28 @@ def make_model_loss(config: ModelConfig, mesh: Mesh) -> Callable:
     @jax.custom_vjp
     def weighted_ll(params, stats, log_cbs, trains, vals, groups):
         heads = group_heads(params, group_maps(params["finalizer"], groups))
-        return total([group_sum(chunk_ll, head, stats, *rest) for head, *rest in zip(heads, log_cbs, trains, vals, groups)])
+        sums = total([group_sum(chunk_ll, head, stats, *rest) for head, *rest in zip(heads, log_cbs, trains, vals, groups)])
+        return jax.lax.psum(sums, DATA_AXIS)
 
     def weighted_ll_fwd(params, stats, log_cbs, trains, vals, groups):
+        # Differentiated as they are, the replicated params would get gradients already summed over the
+        # devices (shard_map's autodiff does that for an invariant input), and `weighted_ll_bwd`'s psum would
+        # sum them again: n times the gradient on n devices. As device-varying values their gradients here
+        # are this device's images' alone, and the psum in `weighted_ll_bwd` adds them up once.
+        params = jax.lax.pcast(params, DATA_AXIS, to="varying")
         maps, maps_vjp = jax.vjp(lambda finalizer: group_maps(finalizer, groups), params["finalizer"])
         gradient = jax.value_and_grad(chunk_ll, has_aux=True)
         sums = [group_sum(gradient, head, stats, *rest)
                 for head, *rest in zip(group_heads(params, maps), log_cbs, trains, vals, groups)]
-        train, val = total([values for values, _ in sums])
+        train, val = jax.lax.psum(total([values for values, _ in sums]), DATA_AXIS)
         grads = [g for _, g in sums]
         (finalizer,) = maps_vjp(tuple(g["maps"] for g in grads))
         finalizer = {**finalizer, "center_bias_weight": finalizer["center_bias_weight"] + sum(g["alpha"] for g in grads)}
         return (train, val), {**params, "readout": total([g["readout"] for g in grads]), "finalizer": finalizer}
 
     def weighted_ll_bwd(grad, cotangents):
-        # params are replicated: their cotangent is the sum over the devices' images; the validation
-        # sum's cotangent is zero (stop_gradient in `local`)
+        # The params are replicated: their cotangent is the sum of the devices' gradients (`weighted_ll_fwd`).
+        # The validation sum's cotangent is zero (stop_gradient in `local`).
         train_cotangent, _ = cotangents
         return (jax.tree_util.tree_map(lambda g: jax.lax.psum(train_cotangent * g, DATA_AXIS), grad),
                 None, None, None, None, None)
@@ -285,8 +291,8 @@ def make_model_loss(config: ModelConfig, mesh: Mesh) -> Callable:
     def local(params, stats, log_cbs, trains, vals, groups):
         train, val = weighted_ll(params, stats, log_cbs, trains, vals, groups)
         counts = [sum(jnp.sum(w * g.fixations) for w, g in zip(weights, groups)) for weights in (trains, vals)]
-        train, val, *counts = jax.lax.psum((train, jax.lax.stop_gradient(val), *counts), DATA_AXIS)
-        return -train / jnp.maximum(counts[0], 1.0), -val / jnp.maximum(counts[1], 1.0)
+        counts = jax.lax.psum(counts, DATA_AXIS)
+        return -train / jnp.maximum(counts[0], 1.0), -jax.lax.stop_gradient(val) / jnp.maximum(counts[1], 1.0)
 
     in_specs = (P(), P(), P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS))
     return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=(P(), P()))
