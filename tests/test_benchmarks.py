@@ -65,3 +65,11 @@ def test_bundled_costs_take_the_names_in_turn_and_the_median_of_the_process_medi
     assert costs["ms_per_image"] == pytest.approx({"a": 250.0, "b": 200.0})
     assert costs["cpu_ms_per_image"] == pytest.approx({"a": 600.0, "b": 400.0})  # 2 x the first call: 0.6, 1.0, 0.5
     assert "median of 3 processes" in text and "250 ms (200-450)" in text
+
+
+def test_huge_pages_times_both_allocations_in_fresh_processes():
+    from benchmarks import huge_pages
+
+    (text,) = huge_pages.main(["--processes", "1", "--gigabytes", "0.01"])
+    assert "NumPy default" in text and "zeros_in_small_pages" in text and "Kernel:" in text
+    assert huge_pages.fill_seconds("small", 0.001) > 0

@@ -502,8 +502,7 @@ def fit_many(
     """Trains the K models of ``states`` until each one's stopping rule fires (or epoch ``stop_at``).
 
     Checkpoints every epoch (written while the next epoch runs, all on disk when it returns); at epoch 0 the
-    initial params are first evaluated. Returns
-    the final states; their ``best_params`` are the ones to use.
+    initial params are first evaluated. Returns the final states; their ``best_params`` are the ones to use.
     """
     states = steps.replicate(states)
     names = [f"model {k}" for k in range(len(np.asarray(states.epoch)))] if names is None else names
