@@ -9,6 +9,7 @@ peak memory (RSS high-water mark) and its XLA flags are its own.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -225,6 +226,14 @@ class CompileCounter:
     def reset(self) -> "CompileCounter":
         self.compiles, self.seconds = 0, 0.0
         return self
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 # ----------------------------------------------------------------------------- isolated runs

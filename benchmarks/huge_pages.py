@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks import load_average, machine_line, table
+from benchmarks import isolated, load_average, machine_line, positive_int, table
 
 STYLES = {"NumPy default (np.zeros)": "numpy", "4 KiB pages (zeros_in_small_pages)": "small"}
 THP = Path("/sys/kernel/mm/transparent_hugepage")
@@ -38,11 +36,10 @@ def fill_seconds(style: str, gigabytes: float) -> float:
     return time.perf_counter() - started
 
 
-def in_fresh_process(style: str, gigabytes: float) -> float:
-    """`fill_seconds` in a new Python process (a process's first large allocation is the one that faults)."""
-    out = subprocess.run([sys.executable, "-m", "benchmarks.huge_pages", "--child", style, "--gigabytes", str(gigabytes)],
-                         capture_output=True, text=True, check=True).stdout
-    return float(out.strip().splitlines()[-1])
+def fill_run(style: str, gigabytes: float) -> dict:
+    """`fill_seconds` as `benchmarks.isolated` runs it, in a fresh process (whose first large allocation is the
+    one that faults)."""
+    return {"seconds": fill_seconds(style, gigabytes)}
 
 
 def thp_settings() -> str:
@@ -53,18 +50,13 @@ def thp_settings() -> str:
 
 def main(argv: list[str] | None = None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--processes", type=int, default=3)
+    parser.add_argument("--processes", type=positive_int, default=3)
     parser.add_argument("--gigabytes", type=float, default=1.33)
-    parser.add_argument("--child", choices=sorted(STYLES.values()), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        print(fill_seconds(args.child, args.gigabytes))
-        return []
-    if args.processes < 1:
-        parser.error("--processes must be at least 1")
     rows = []
     for _ in range(args.processes):  # the styles in turn, so that a change of the machine's state hits both
-        rows.append([in_fresh_process(style, args.gigabytes) for style in STYLES.values()])
+        rows.append([isolated("benchmarks.huge_pages:fill_run", style=style, gigabytes=args.gigabytes)["seconds"]
+                     for style in STYLES.values()])
     columns = list(zip(*rows))
     text = table(
         f"Allocating and filling {args.gigabytes:g} GB of float32 in fresh processes",

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import CompileCounter, Timing, isolated, machine_line, measure, table
+from benchmarks import CompileCounter, Timing, isolated, machine_line, measure, positive_int, table
 from deepgaze_jax.xla_options import OFF_SWITCH, compiler_options
 
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "vgg19")
@@ -471,14 +471,6 @@ def agreement_table(backbones) -> str:
     )
 
 
-def _positive(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def main(argv=None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", default=",".join(BACKBONES))
@@ -489,7 +481,7 @@ def main(argv=None) -> list[str]:
     parser.add_argument("--tables", default="speed,recompile,agreement",
                         help="any of speed, recompile, agreement, forward, bundled")
     parser.add_argument("--models", default=",".join(BUNDLED_NAMES), help="bundled names of the bundled table")
-    parser.add_argument("--processes", type=_positive, default=1,
+    parser.add_argument("--processes", type=positive_int, default=1,
                         help="fresh processes per name in the bundled table (its cost: the median of their medians)")
     parser.add_argument("--costs-out", type=Path, default=None,
                         help="write the bundled table's costs as JSON (for experiments.bundle_models --costs)")

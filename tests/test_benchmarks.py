@@ -73,3 +73,13 @@ def test_huge_pages_times_both_allocations_in_fresh_processes():
     (text,) = huge_pages.main(["--processes", "1", "--gigabytes", "0.01"])
     assert "NumPy default" in text and "zeros_in_small_pages" in text and "Kernel:" in text
     assert huge_pages.fill_seconds("small", 0.001) > 0
+
+
+def test_positive_int_refuses_zero():
+    import argparse
+
+    from benchmarks import positive_int
+
+    assert positive_int("3") == 3
+    with pytest.raises(argparse.ArgumentTypeError, match="at least 1"):
+        positive_int("0")

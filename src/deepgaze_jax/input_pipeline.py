@@ -73,9 +73,9 @@ def zeros_in_small_pages(shape: tuple[int, ...], dtype) -> np.ndarray:
 
     NumPy asks the kernel for transparent huge pages for arrays of 4 MiB and more. Where the kernel then
     compacts memory on the first touch of such a page (``defrag`` ``madvise``, as on the machines this was
-    measured on), filling a fresh 1.3 GB array of grids took 0.2 to 18 s from one process to the next,
-    against 0.8-1.1 s in ordinary pages (`docs/benchmarks.md`). Falls back to ``np.zeros`` where the
-    platform has no ``MADV_NOHUGEPAGE``.
+    measured on), filling a fresh 1.3 GB array of grids took 7.9-18.4 s in fresh processes, against 1.1-1.3 s
+    in ordinary pages (``python -m benchmarks.huge_pages``, `docs/benchmarks.md`). Falls back to ``np.zeros``
+    where the platform has no ``MADV_NOHUGEPAGE``.
 
     >>> a = zeros_in_small_pages((2, 3), np.float32)
     >>> a.shape, a.dtype.name, float(a.sum()), a.flags.writeable
